@@ -1,0 +1,35 @@
+# Two entry points a new user needs: `make run` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# One single-threaded process per core beats BLAS threads here (see benchmarks/README.md).
+export OMP_NUM_THREADS ?= 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv run test lint clean-venv
+
+venv: $(VENV)/.installed
+
+# torch is installed first and alone, pinned by constraints.txt, so that the resolver
+# never reaches for a newer CUDA build to satisfy another package's range.
+# tinysoundfont declares pyaudio, which is only for live playback; we render offline.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt tinysoundfont
+	touch $@
+
+run: venv
+	$(BIN)/dvc repro
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

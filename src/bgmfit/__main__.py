@@ -1,0 +1,3 @@
+from bgmfit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Typed, frozen views of ``params.yaml``, one dataclass per section.
+
+``params.yaml`` is the only place a knob lives. Each stage loads the one section
+it needs with :func:`load_params`; an unknown or missing key, a wrong type or an
+out-of-range value fails with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from bgmfit.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+ON_BAD_INPUT = ("fail", "skip")
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"params.yaml: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    """The ``fetch`` section: where the raw audio and its manifest come from.
+
+    Attributes
+    ----------
+    source:
+        ``demo`` renders the built-in corpus from the scores bundled with music21;
+        ``dir`` copies a user's folder described by a manifest CSV.
+    seed:
+        Seeds work selection, instrumentation, tempo jitter and the split.
+    sample_rate:
+        Rate in Hz of the rendered demo audio.
+    clip_seconds:
+        Length in seconds of each rendered demo clip.
+    styles:
+        Demo styles to render, by the corpus' own labels (see ``bgmfit.corpus.catalogue``).
+    works_per_style:
+        At most this many works per style; the knob that scales the demo corpus.
+    narration:
+        Narrate the lyrics of vocal works with eSpeak NG as speech foregrounds.
+    val_fraction, test_fraction:
+        Share of works, per style, held out for validation and test.
+    silence_dbfs:
+        A render whose RMS level (dB full scale) is below this is rejected as silent.
+    dir, manifest:
+        For ``source: dir``: the audio folder and its manifest CSV (default
+        ``<dir>/manifest.csv``). Paths in the manifest are relative to ``dir``.
+    on_bad_input:
+        ``fail`` stops at the first bad manifest row or undecodable file, after
+        listing every one found; ``skip`` leaves them out, counts and lists them
+        in ``metrics/fetch.json`` / ``metrics/features.json``. The features
+        stage reads this same key.
+    workers:
+        Worker processes; 0 means one per CPU core.
+    """
+
+    source: str
+    seed: int
+    sample_rate: int
+    clip_seconds: float
+    styles: tuple[str, ...]
+    works_per_style: int
+    narration: bool
+    val_fraction: float
+    test_fraction: float
+    silence_dbfs: float
+    dir: str | None
+    manifest: str | None
+    on_bad_input: str
+    workers: int
+
+    def __post_init__(self) -> None:
+        _require(self.source in ("demo", "dir"), "fetch.source", f"must be 'demo' or 'dir', got {self.source!r}")
+        _require(8000 <= self.sample_rate <= 48000, "fetch.sample_rate", f"must be in 8000..48000 Hz, got {self.sample_rate}")
+        _require(1.0 <= self.clip_seconds <= 60.0, "fetch.clip_seconds", f"must be in 1..60 s, got {self.clip_seconds}")
+        _require(len(self.styles) > 0, "fetch.styles", "must name at least one style")
+        _require(self.works_per_style >= 1, "fetch.works_per_style", f"must be >= 1, got {self.works_per_style}")
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _require(0.0 <= value < 1.0, f"fetch.{key}", f"must be in [0, 1), got {value}")
+        _require(self.val_fraction + self.test_fraction < 1.0, "fetch.val_fraction",
+                 "val_fraction + test_fraction must leave some works for training")
+        _require(self.silence_dbfs < 0, "fetch.silence_dbfs", f"must be negative dBFS, got {self.silence_dbfs}")
+        _require(self.on_bad_input in ON_BAD_INPUT, "fetch.on_bad_input",
+                 f"must be one of {', '.join(ON_BAD_INPUT)}, got {self.on_bad_input!r}")
+        _require(self.workers >= 0, "fetch.workers", f"must be >= 0, got {self.workers}")
+        if self.source == "dir":
+            _require(bool(self.dir), "fetch.dir", "is required when fetch.source is 'dir'")
+
+
+@dataclass(frozen=True)
+class FeaturesParams:
+    """The ``features`` section: the fused matrix (method A) and MFCC frames (method B).
+
+    Attributes
+    ----------
+    sample_rate:
+        Audio is resampled to this rate (Hz) before analysis.
+    n_fft, hop_length:
+        STFT window and hop in samples; the one STFT every dimension shares.
+    n_mels:
+        Mel bands behind the MFCCs and the onset envelope.
+    n_mfcc:
+        MFCC coefficients in the timbre dimension.
+    segment_seconds, n_segments:
+        The fused matrix has ``n_segments`` rows, one per ``segment_seconds`` of
+        audio from the start; shorter audio is zero-padded (silence).
+    frames_n, frames_n_mfcc:
+        Method B's input: the first ``frames_n`` STFT frames of ``frames_n_mfcc``
+        MFCCs each, concatenated.
+    workers:
+        Worker processes; 0 means one per CPU core.
+    cache_dir:
+        Per-track cache keyed by the audio's content hash and these params.
+    """
+
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    n_mfcc: int
+    segment_seconds: float
+    n_segments: int
+    frames_n: int
+    frames_n_mfcc: int
+    workers: int
+    cache_dir: str
+
+    def __post_init__(self) -> None:
+        _require(8000 <= self.sample_rate <= 48000, "features.sample_rate", f"must be in 8000..48000 Hz, got {self.sample_rate}")
+        _require(self.n_fft >= 256 and self.n_fft & (self.n_fft - 1) == 0, "features.n_fft",
+                 f"must be a power of two >= 256, got {self.n_fft}")
+        _require(0 < self.hop_length <= self.n_fft, "features.hop_length", f"must be in 1..n_fft, got {self.hop_length}")
+        _require(8 <= self.n_mels <= 256, "features.n_mels", f"must be in 8..256, got {self.n_mels}")
+        _require(2 <= self.n_mfcc <= self.n_mels, "features.n_mfcc", f"must be in 2..n_mels, got {self.n_mfcc}")
+        _require(2 <= self.frames_n_mfcc <= self.n_mels, "features.frames_n_mfcc",
+                 f"must be in 2..n_mels, got {self.frames_n_mfcc}")
+        _require(self.segment_seconds * self.sample_rate >= 2 * self.n_fft, "features.segment_seconds",
+                 f"must hold at least two STFT windows ({2 * self.n_fft / self.sample_rate:.2f} s), got {self.segment_seconds}")
+        _require(self.n_segments >= 1, "features.n_segments", f"must be >= 1, got {self.n_segments}")
+        available = 1 + int(self.clip_seconds * self.sample_rate) // self.hop_length
+        _require(1 <= self.frames_n <= available, "features.frames_n",
+                 f"must be in 1..{available} (the frames in n_segments * segment_seconds), got {self.frames_n}")
+        _require(self.workers >= 0, "features.workers", f"must be >= 0, got {self.workers}")
+
+    @property
+    def clip_seconds(self) -> float:
+        """Seconds of audio, from the start, that the features look at."""
+        return self.segment_seconds * self.n_segments
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a dataclass field's type hint; return it in that type."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"params.yaml: {key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params.yaml: {key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params.yaml: {key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"params.yaml: {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params.yaml: {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params field type {hint!r} for {key}")
+
+
+def read_params_file(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Read a params YAML file into a dict, with a clear error if it is absent or malformed."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the repository root, or pass --params)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_params(section: str, cls: type[T], path: Path | str = DEFAULT_PARAMS) -> T:
+    """Load one ``params.yaml`` section into its frozen dataclass.
+
+    Parameters
+    ----------
+    section:
+        Top-level key, e.g. ``"fetch"``.
+    cls:
+        The dataclass for that section, e.g. :class:`FetchParams`.
+    path:
+        The params file; ``params.yaml`` in the working directory by default.
+
+    Raises
+    ------
+    ConfigError
+        If the file or section is missing, a key is unknown or missing, or a
+        value has the wrong type or range. The message names the key.
+    """
+    data = read_params_file(path)
+    if section not in data or not isinstance(data[section], dict):
+        raise ConfigError(f"{path}: missing section '{section}:'")
+    return params_from_dict(section, cls, data[section])
+
+
+def params_from_dict(section: str, cls: type[T], values: dict[str, Any]) -> T:
+    """Build a section's dataclass from a plain dict (the body of :func:`load_params`)."""
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: unknown key {section}.{unknown[0]} (known keys: {', '.join(fields)})"
+        )
+    missing = [f for f in fields if f not in values]
+    if missing:
+        raise ConfigError(f"params.yaml: missing key {section}.{missing[0]}")
+    kwargs = {f: _coerce(values[f], hints[f], f"{section}.{f}") for f in fields}
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Manifests, splits, and (later) datasets and datamodules."""

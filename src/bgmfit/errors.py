@@ -1,0 +1,22 @@
+"""Errors a user can cause and fix. The CLI prints them as one line, never a traceback."""
+
+
+class BgmfitError(Exception):
+    """Base class for every error that is the user's input, not a bug in bgmfit."""
+
+
+class ConfigError(BgmfitError):
+    """A missing, unknown or out-of-range key in ``params.yaml``."""
+
+
+class ManifestError(BgmfitError):
+    """One or more manifest rows are invalid; the message lists each with its line number."""
+
+
+class AudioDecodeError(BgmfitError):
+    """An audio file (or upload) is empty, truncated, or not audio at all."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")

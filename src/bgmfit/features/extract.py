@@ -1,0 +1,114 @@
+"""Extract features for many tracks: in parallel, cached by content hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bgmfit.audio import load_audio
+from bgmfit.config import FeaturesParams
+from bgmfit.errors import AudioDecodeError
+from bgmfit.features.fusion import TrackFeatures, analyse
+
+#: Bump when a feature's definition changes, so that cached results are not reused.
+FEATURES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The outcome for one file: features, or the reason it could not be read."""
+
+    path: str
+    features: TrackFeatures | None
+    error: str | None
+    cached: bool
+
+
+def params_digest(params: FeaturesParams) -> str:
+    """Hash of everything that changes a track's features (not workers or the cache folder)."""
+    relevant = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("workers", "cache_dir")}
+    blob = json.dumps({"version": FEATURES_VERSION, **relevant}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_key(path: Path, digest: str) -> str:
+    """Content hash of the file's bytes, combined with the params digest."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return f"{sha.hexdigest()[:32]}-{digest}"
+
+
+def extract_file(path: str, params: FeaturesParams) -> Extraction:
+    """Features of one audio file, read from the cache when its content was seen before."""
+    digest = params_digest(params)
+    try:
+        key = cache_key(Path(path), digest)
+    except OSError as exc:
+        return Extraction(path, None, f"cannot read file ({exc.strerror})", False)
+    cache_file = Path(params.cache_dir) / key[:2] / f"{key}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file) as stored:
+                return Extraction(path, TrackFeatures(stored["fused"], stored["mfcc_frames"]), None, True)
+        except (OSError, ValueError, KeyError):
+            pass  # a torn cache entry is recomputed below and overwritten
+    try:
+        y = load_audio(path, params.sample_rate, max_seconds=params.clip_seconds)
+    except AudioDecodeError as exc:
+        return Extraction(path, None, exc.reason, False)
+    features = analyse(y, params)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(partial, fused=features.fused, mfcc_frames=features.mfcc_frames)
+    partial.replace(cache_file)  # atomic, so a killed run never leaves half a cache entry
+    return Extraction(path, features, None, False)
+
+
+def _init_worker() -> None:
+    # One single-threaded process per core: BLAS threads only spin here.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _extract_job(job: tuple[str, FeaturesParams]) -> Extraction:
+    return extract_file(*job)
+
+
+def extract_many(paths: list[str], params: FeaturesParams, workers: int, desc: str = "features") -> Iterator[Extraction]:
+    """Extract every file, in input order, with a progress bar on stderr.
+
+    Parameters
+    ----------
+    paths:
+        Audio files.
+    params:
+        The ``features`` params.
+    workers:
+        Processes to use; 1 runs in this process.
+    """
+    jobs = [(p, params) for p in paths]
+    bar = tqdm(total=len(jobs), desc=desc, unit="track", file=sys.stderr, disable=None)
+    if workers <= 1:
+        _init_worker()
+        for job in jobs:
+            yield _extract_job(job)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            for result in pool.map(_extract_job, jobs, chunksize=8):
+                yield result
+                bar.update()
+    bar.close()

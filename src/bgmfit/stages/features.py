@@ -1,0 +1,89 @@
+"""``features`` stage: fused matrices (method A) and MFCC frames (method B) for every track.
+
+Outputs under ``data/features/``:
+
+- ``fused.npy``: (tracks, n_segments, columns) float32, normalised;
+- ``mfcc_frames.npy``: (tracks, frames_n, frames_n_mfcc) float32, normalised;
+- ``tracks.csv``: the manifest rows in array order;
+- ``norm_stats.json``: the training-split statistics, for serving new audio.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bgmfit.config import FeaturesParams
+from bgmfit.corpus.build import default_workers
+from bgmfit.data.manifest import read_manifest, write_manifest
+from bgmfit.errors import BgmfitError
+from bgmfit.features.extract import extract_many
+from bgmfit.features.fusion import NormStats
+from bgmfit.stages.common import fresh_dir, write_json
+
+RAW_DIR = Path("data/raw")
+FEATURES_DIR = Path("data/features")
+METRICS = Path("metrics/features.json")
+
+
+def run(
+    params: FeaturesParams,
+    on_bad_input: str,
+    raw_dir: Path = RAW_DIR,
+    out_dir: Path = FEATURES_DIR,
+    metrics_path: Path = METRICS,
+) -> dict:
+    """Run the stage; return the summary also written to ``metrics_path``.
+
+    Parameters
+    ----------
+    on_bad_input:
+        ``fetch.on_bad_input``: ``fail`` stops on an undecodable file after
+        listing them all; ``skip`` leaves them out and lists them in the metrics.
+    """
+    rows = read_manifest(raw_dir / "manifest.csv")
+    started = time.perf_counter()
+    workers = default_workers(params.workers)
+    results = list(extract_many([str(raw_dir / r.path) for r in rows], params, workers))
+    failed = [(row, result.error) for row, result in zip(rows, results, strict=True) if result.error]
+    if failed:
+        listing = "\n".join(f"{raw_dir / row.path}: {error}" for row, error in failed[:50])
+        if on_bad_input == "fail":
+            raise BgmfitError(
+                f"{len(failed)} file(s) could not be decoded (set fetch.on_bad_input: skip to leave them out):\n{listing}"
+            )
+        print(f"features: skipping {len(failed)} undecodable file(s):\n{listing}", file=sys.stderr)
+    kept = [(row, result.features) for row, result in zip(rows, results, strict=True) if result.features]
+    if not kept:
+        raise BgmfitError("features: no track could be decoded")
+    fused = np.stack([f.fused for _, f in kept])
+    frames = np.stack([f.mfcc_frames for _, f in kept])
+    train = np.array([row.split == "train" for row, _ in kept])
+    if not train.any():
+        raise BgmfitError("features: no track is in the train split; normalisation needs training data")
+    stats = NormStats.fit(params, fused[train], frames[train])
+
+    fresh_dir(out_dir)
+    np.save(out_dir / "fused.npy", stats.normalise_fused(fused))
+    np.save(out_dir / "mfcc_frames.npy", stats.normalise_frames(frames))
+    write_manifest([row for row, _ in kept], out_dir / "tracks.csv")
+    stats.save(out_dir / "norm_stats.json")
+    cached = sum(1 for r in results if r.cached)
+    summary = {
+        "tracks": len(kept),
+        "computed": len(results) - cached - len(failed),
+        "cached": cached,
+        "skipped_files": len(failed),
+        "skipped": [{"path": str(raw_dir / row.path), "reason": error} for row, error in failed],
+        "fused_shape": list(fused.shape[1:]),
+        "mfcc_frames_shape": list(frames.shape[1:]),
+        "dimensions": {name: end - start for name, start, end in stats.dimensions},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(metrics_path, summary)
+    print(f"features: {summary['tracks']} tracks ({summary['computed']} computed, {cached} from cache, "
+          f"{len(failed)} skipped) in {summary['seconds']} s", file=sys.stderr)
+    return summary

@@ -1,0 +1,33 @@
+"""Shared fixtures: a seeded generator, tiny synthetic audio, and tiny params."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bgmfit.config import FeaturesParams, FetchParams, load_params
+from tests.signals import REPO
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def features_params() -> FeaturesParams:
+    """The repository's features params, single-process so tests stay predictable."""
+    params = load_params("features", FeaturesParams, REPO / "params.yaml")
+    return dataclasses.replace(params, workers=1)
+
+
+@pytest.fixture
+def tiny_fetch_params(tmp_path: Path) -> FetchParams:
+    """A demo corpus small enough for a test: 4 styles, 3 works each, 4-second clips."""
+    params = load_params("fetch", FetchParams, REPO / "params.yaml")
+    return dataclasses.replace(params, styles=("chorale", "madrigal", "reel", "jig"), works_per_style=3,
+                               clip_seconds=4.0, workers=1)
+

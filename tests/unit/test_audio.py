@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bgmfit.audio import load_audio, probe_audio, rms_dbfs
+from bgmfit.errors import AudioDecodeError
+from tests.signals import SR, sine
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "suffix"),
+                         [("WAV", "PCM_16", ".wav"), ("FLAC", "PCM_16", ".flac"),
+                          ("OGG", "VORBIS", ".ogg"), ("MP3", "MPEG_LAYER_III", ".mp3")])
+def test_each_accepted_format_decodes_to_mono_at_the_target_rate(tmp_path: Path, fmt, subtype, suffix):
+    t = np.arange(2 * 44100) / 44100
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 440 * t)], axis=1)
+    path = tmp_path / f"clip{suffix}"
+    sf.write(path, stereo, 44100, format=fmt, subtype=subtype)
+    y = load_audio(path, SR)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(y.size - 2.0 * SR) < 0.05 * SR  # MP3 adds a little encoder padding
+    # The channels are averaged: a 0.4-amplitude sine is -10.97 dBFS.
+    assert abs(rms_dbfs(y) - 20 * np.log10(0.4 / np.sqrt(2))) < 0.5
+
+
+def test_format_is_read_from_content_not_extension(tmp_path: Path):
+    path = tmp_path / "actually_flac.wav"
+    sf.write(path, sine(440.0, 1.0), SR, format="FLAC")
+    assert load_audio(path, SR).size == SR
+
+
+def test_max_seconds_reads_only_the_start(tmp_path: Path):
+    sf.write(tmp_path / "long.wav", sine(440.0, 5.0), SR)
+    assert load_audio(tmp_path / "long.wav", SR, max_seconds=1.5).size == int(1.5 * SR)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"this is not audio at all, just text" * 10, "not decodable as audio"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "not decodable as audio"),
+    ],
+)
+def test_bad_bytes_raise_a_clear_error_naming_the_file(tmp_path: Path, content, message):
+    path = tmp_path / "bad.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioDecodeError, match=message) as info:
+        load_audio(path, SR)
+    assert str(path) in str(info.value)
+    with pytest.raises(AudioDecodeError):
+        load_audio(content, SR)
+
+
+def test_missing_file_is_named(tmp_path: Path):
+    with pytest.raises(AudioDecodeError, match="file not found"):
+        probe_audio(tmp_path / "gone.flac")
+
+
+def test_probe_reads_duration_and_rate(tmp_path: Path):
+    sf.write(tmp_path / "a.flac", sine(440.0, 2.5), SR)
+    duration, rate = probe_audio(tmp_path / "a.flac")
+    assert rate == SR and abs(duration - 2.5) < 1e-3
+
+
+def test_rms_dbfs_of_full_scale_sine_is_minus_three():
+    assert abs(rms_dbfs(sine(440.0, 1.0, 1.0)) + 3.01) < 0.02
+    assert rms_dbfs(np.zeros(100, dtype=np.float32)) == float("-inf")
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("FLAC", ".flac"), ("MP3", ".mp3"), ("OGG", ".ogg")])
+def test_truncated_file_is_reported_not_half_read(tmp_path: Path, rng, fmt, suffix):
+    path = tmp_path / f"cut{suffix}"
+    sf.write(path, (0.3 * rng.standard_normal(3 * SR)).astype(np.float32), SR, format=fmt)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(AudioDecodeError, match=r"truncated|not decodable|no samples") as info:
+        load_audio(path, SR)
+    assert str(path) in str(info.value)

@@ -1,0 +1,71 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bgmfit.config import FeaturesParams, FetchParams, load_params, params_from_dict
+from bgmfit.errors import ConfigError
+from tests.signals import REPO
+
+
+def _fetch_dict() -> dict:
+    params = load_params("fetch", FetchParams, REPO / "params.yaml")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+
+
+def test_repository_params_load_for_every_section():
+    assert load_params("fetch", FetchParams, REPO / "params.yaml").source == "demo"
+    assert load_params("features", FeaturesParams, REPO / "params.yaml").n_segments >= 1
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key fetch\.colour"):
+        params_from_dict("fetch", FetchParams, _fetch_dict() | {"colour": "blue"})
+
+
+def test_missing_key_is_named():
+    values = _fetch_dict()
+    del values["seed"]
+    with pytest.raises(ConfigError, match=r"missing key fetch\.seed"):
+        params_from_dict("fetch", FetchParams, values)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"fetch\.works_per_style: expected an integer, got 'many'"):
+        params_from_dict("fetch", FetchParams, _fetch_dict() | {"works_per_style": "many"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("source", "s3", r"fetch\.source: must be 'demo' or 'dir'"),
+        ("on_bad_input", "ignore", r"fetch\.on_bad_input: must be one of fail, skip"),
+        ("test_fraction", 1.5, r"fetch\.test_fraction: must be in \[0, 1\)"),
+        ("silence_dbfs", 3.0, r"fetch\.silence_dbfs: must be negative"),
+    ],
+)
+def test_out_of_range_values_are_named(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict("fetch", FetchParams, _fetch_dict() | {key: value})
+
+
+def test_dir_source_needs_a_folder():
+    with pytest.raises(ConfigError, match=r"fetch\.dir: is required"):
+        params_from_dict("fetch", FetchParams, _fetch_dict() | {"source": "dir", "dir": None})
+
+
+def test_frames_n_cannot_exceed_the_analysed_audio(features_params):
+    values = dataclasses.asdict(features_params) | {"frames_n": 100_000}
+    with pytest.raises(ConfigError, match=r"features\.frames_n: must be in 1\.\.\d+"):
+        params_from_dict("features", FeaturesParams, values)
+
+
+def test_missing_file_and_section_are_reported(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params("fetch", FetchParams, tmp_path / "nope.yaml")
+    (tmp_path / "p.yaml").write_text("features: {}\n")
+    with pytest.raises(ConfigError, match="missing section 'fetch:'"):
+        load_params("fetch", FetchParams, tmp_path / "p.yaml")
+    (tmp_path / "bad.yaml").write_text("fetch: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params("fetch", FetchParams, tmp_path / "bad.yaml")

@@ -1,0 +1,132 @@
+"""Each feature dimension on synthetic signals with a known answer."""
+
+import dataclasses
+
+import librosa
+import numpy as np
+import pytest
+
+from bgmfit.features import energy, prosody, rhythm, spectral, tonality
+from bgmfit.features.fusion import NormStats, analyse, dimensions
+from bgmfit.features.spectrum import compute_spectrum, mfcc, segment_bounds
+from tests.signals import SR, click_track, harmonic_tone, sine
+
+
+def spectrum_of(y):
+    return compute_spectrum(y, SR, 2048, 512, 128)
+
+
+def test_a440_sine_has_its_chroma_peak_at_a():
+    profile = tonality.chroma(spectrum_of(sine(440.0))).mean(axis=0)
+    assert tonality.PITCH_CLASSES[int(np.argmax(profile))] == "A"
+
+
+def test_c_major_scale_and_cadence_read_as_c_major():
+    # A bare triad is ambiguous to key profiles (C-E-G also fits E minor); a scale is not.
+    scale = [261.63, 293.66, 329.63, 349.23, 392.00, 440.00, 493.88, 523.25]
+    chord = sine(261.63, 1.0) + sine(329.63, 1.0) + sine(392.00, 1.0)
+    y = np.concatenate([sine(f, 0.4) for f in scale] + [chord])
+    profile = tonality.chroma(spectrum_of(y)).mean(axis=0)
+    correlations = tonality.key_correlations(profile)
+    assert int(np.argmax(correlations)) == 0  # index 0 is C major
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 150.0])
+def test_click_track_tempo_within_two_bpm(bpm):
+    spec = spectrum_of(click_track(bpm))
+    estimate = rhythm.estimate_tempo(rhythm.onset_envelope(spec), SR, 512)
+    assert abs(estimate - bpm) <= 2.0, estimate
+
+
+def test_click_track_has_a_clearer_pulse_than_noise(rng):
+    clicks = rhythm.onset_envelope(spectrum_of(click_track(120.0)))
+    noise = rhythm.onset_envelope(spectrum_of((0.1 * rng.standard_normal(10 * SR)).astype(np.float32)))
+    assert rhythm.pulse_clarity(clicks, SR, 512) > rhythm.pulse_clarity(noise, SR, 512) + 0.2
+
+
+@pytest.mark.parametrize("amplitude", [0.1, 0.5, 0.9])
+def test_sine_rms_is_amplitude_over_root_two(amplitude):
+    rms = energy.frame_rms(spectrum_of(sine(440.0, amplitude=amplitude)))
+    interior = rms[4:-4]  # edge frames hold the zero padding of centred framing
+    np.testing.assert_allclose(interior, amplitude / np.sqrt(2), rtol=2e-3)
+
+
+def test_louder_half_gives_a_wider_dynamic_range():
+    steady = sine(440.0, seconds=2.0, amplitude=0.5)
+    stepped = np.concatenate([sine(440.0, 1.0, 0.5), sine(440.0, 1.0, 0.05)])
+    spec_steady, spec_stepped = spectrum_of(steady), spectrum_of(stepped)
+    whole = [(0, spec_steady.n_frames)]
+    assert energy.energy(spec_stepped, whole)[0, 3] > energy.energy(spec_steady, whole)[0, 3] + 10.0
+
+
+def test_sine_centroid_is_its_frequency_and_noise_is_flatter(rng):
+    tone = spectrum_of(sine(1000.0))
+    centroid, _ = spectral.centroid_bandwidth(tone)
+    assert abs(np.median(centroid) - 1000.0) < 30.0
+    noise = spectrum_of((0.1 * rng.standard_normal(3 * SR)).astype(np.float32))
+    assert np.median(spectral.flatness(noise)) > 100 * np.median(spectral.flatness(tone))
+    assert np.median(spectral.rolloff(noise)) > 5 * np.median(spectral.rolloff(tone))
+
+
+def test_harmonic_tone_is_voiced_at_its_f0_and_noise_is_not(rng):
+    f0, voiced = prosody.cepstral_pitch(spectrum_of(harmonic_tone(150.0)))
+    assert voiced[4:-4].mean() > 0.95
+    assert abs(np.median(f0[voiced]) - 150.0) < 150.0 * 0.03
+    _, noise_voiced = prosody.cepstral_pitch(spectrum_of((0.1 * rng.standard_normal(3 * SR)).astype(np.float32)))
+    assert noise_voiced.mean() < 0.05
+
+
+def test_shared_stft_mfcc_matches_librosa():
+    y = harmonic_tone(220.0) + sine(1234.0, amplitude=0.1)
+    ours = mfcc(spectrum_of(y), 20)
+    reference = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=20, n_fft=2048, hop_length=512, n_mels=128).T
+    np.testing.assert_allclose(ours, reference, atol=2e-2 * np.abs(reference).max())
+
+
+def test_fused_matrix_has_one_row_per_segment_and_named_columns(features_params):
+    features = analyse(harmonic_tone(196.0, seconds=4.0), features_params)
+    width = sum(len(d.columns) for d in dimensions(features_params))
+    assert features.fused.shape == (features_params.n_segments, width)
+    assert features.mfcc_frames.shape == (features_params.frames_n, features_params.frames_n_mfcc)
+    assert np.all(np.isfinite(features.fused))
+    assert {d.name for d in dimensions(features_params)} >= {"timbre", "spectral", "tonality", "rhythm", "energy"}
+
+
+def test_short_audio_is_padded_with_silence(features_params):
+    features = analyse(sine(440.0, seconds=1.5), features_params)
+    rms_mean = features.fused[:, [c for d in dimensions(features_params) for c in d.columns].index("rms_mean")]
+    assert rms_mean[0] > 0.1 and rms_mean[-1] == 0.0
+
+
+def test_segment_bounds_cover_the_frames_in_order():
+    bounds = segment_bounds(431, 43.07, 10)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 431
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+
+
+def test_two_clips_of_one_tone_are_nearer_than_a_tone_and_noise(features_params, rng):
+    params = dataclasses.replace(features_params, n_segments=3, frames_n=64)
+    tone_a = analyse(harmonic_tone(220.0, seconds=3.0), params)
+    tone_b = analyse(0.8 * np.roll(harmonic_tone(220.0, seconds=3.0), 777), params)
+    noise = analyse((0.1 * rng.standard_normal(3 * SR)).astype(np.float32), params)
+    references = [analyse(harmonic_tone(f, seconds=3.0), params) for f in (110.0, 330.0, 500.0)]
+    references.append(analyse((0.05 * rng.standard_normal(3 * SR)).astype(np.float32), params))
+    stats = NormStats.fit(params, np.stack([r.fused for r in references]),
+                          np.stack([r.mfcc_frames for r in references]))
+    a, b, n = (stats.normalise_fused(x.fused).ravel() for x in (tone_a, tone_b, noise))
+    assert np.linalg.norm(a - b) < 0.5 * np.linalg.norm(a - n)
+
+
+def test_norm_stats_come_from_the_given_rows_and_round_trip(features_params, tmp_path, rng):
+    train = rng.normal(5.0, 2.0, size=(6, features_params.n_segments, 101)).astype(np.float32)
+    frames = rng.normal(-3.0, 4.0, size=(6, features_params.frames_n, features_params.frames_n_mfcc))
+    stats = NormStats.fit(features_params, train, frames.astype(np.float32))
+    z = stats.normalise_fused(train)
+    np.testing.assert_allclose(z.reshape(-1, 101).mean(axis=0), 0.0, atol=1e-4)
+    timbre_width = 3 * features_params.n_mfcc
+    np.testing.assert_allclose(z[..., :timbre_width].reshape(-1, timbre_width).std(axis=0),
+                               1 / np.sqrt(timbre_width), rtol=1e-3)
+    stats.save(tmp_path / "stats.json")
+    again = type(stats).load(tmp_path / "stats.json")
+    np.testing.assert_array_equal(again.normalise_fused(train), z)
+    assert again.dimensions == stats.dimensions
