@@ -28,6 +28,6 @@ def features_params() -> FeaturesParams:
 def tiny_fetch_params(tmp_path: Path) -> FetchParams:
     """A demo corpus small enough for a test: 4 styles, 3 works each, 4-second clips."""
     params = load_params("fetch", FetchParams, REPO / "params.yaml")
-    return dataclasses.replace(params, styles=("chorale", "madrigal", "reel", "jig"), works_per_style=3,
-                               clip_seconds=4.0, workers=1)
-
+    return dataclasses.replace(
+        params, styles=("chorale", "madrigal", "reel", "jig"), works_per_style=3, clip_seconds=4.0, workers=1
+    )

@@ -66,7 +66,9 @@ def load_audio(
     try:
         with sf.SoundFile(handle) as f:
             if f.format not in ACCEPTED_FORMATS:
-                raise AudioDecodeError(label, f"unsupported format {f.format}; accepted: {', '.join(ACCEPTED_FORMATS)}")
+                raise AudioDecodeError(
+                    label, f"unsupported format {f.format}; accepted: {', '.join(ACCEPTED_FORMATS)}"
+                )
             native_rate = f.samplerate
             declared = f.frames
             frames = -1 if max_seconds is None else int(round(max_seconds * native_rate))
@@ -81,8 +83,9 @@ def load_audio(
     # MP3 headers only estimate their length, hence the tolerance.
     if 0 < expected and data.shape[0] < _TRUNCATION_TOLERANCE * expected:
         raise AudioDecodeError(
-            label, f"truncated: the header promises {expected / native_rate:.2f} s "
-                   f"but only {data.shape[0] / native_rate:.2f} s decode"
+            label,
+            f"truncated: the header promises {expected / native_rate:.2f} s "
+            f"but only {data.shape[0] / native_rate:.2f} s decode",
         )
     # Averaging channels by hand: librosa's to_mono costs ~20x more for the same result.
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
@@ -114,7 +117,9 @@ def probe_audio(path: str | Path) -> tuple[float, int]:
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioDecodeError(label, f"not decodable as audio ({_short_reason(exc)})") from None
     if info.format not in ACCEPTED_FORMATS:
-        raise AudioDecodeError(label, f"unsupported format {info.format}; accepted: {', '.join(ACCEPTED_FORMATS)}")
+        raise AudioDecodeError(
+            label, f"unsupported format {info.format}; accepted: {', '.join(ACCEPTED_FORMATS)}"
+        )
     if info.frames <= 0:
         raise AudioDecodeError(label, "decodes to no samples")
     return info.frames / info.samplerate, info.samplerate

@@ -36,18 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Stages are normally run by 'dvc repro'; each reads its section of params.yaml.",
     )
     parser.add_argument("--version", action="version", version=f"bgmfit {__version__}")
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
-                        help="params file to read (default: %(default)s)")
+    parser.add_argument(
+        "--params", type=Path, default=DEFAULT_PARAMS, help="params file to read (default: %(default)s)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "fetch", help="build the demo corpus or import a folder into data/raw/",
+        "fetch",
+        help="build the demo corpus or import a folder into data/raw/",
         description="Render the built-in demo corpus (fetch.source: demo) or import a folder of audio plus "
-                    "a manifest CSV (fetch.source: dir) into data/raw/, with data/raw/manifest.csv.",
+        "a manifest CSV (fetch.source: dir) into data/raw/, with data/raw/manifest.csv.",
     ).set_defaults(handler=_fetch)
     commands.add_parser(
-        "features", help="compute fused features and MFCC frames into data/features/",
+        "features",
+        help="compute fused features and MFCC frames into data/features/",
         description="Decode every track of data/raw/manifest.csv, compute the fused feature matrix and the "
-                    "MFCC-frame feature, normalise with training-split statistics, and write data/features/.",
+        "MFCC-frame feature, normalise with training-split statistics, and write data/features/.",
     ).set_defaults(handler=_features)
     return parser
 

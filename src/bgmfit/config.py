@@ -81,19 +81,39 @@ class FetchParams:
     workers: int
 
     def __post_init__(self) -> None:
-        _require(self.source in ("demo", "dir"), "fetch.source", f"must be 'demo' or 'dir', got {self.source!r}")
-        _require(8000 <= self.sample_rate <= 48000, "fetch.sample_rate", f"must be in 8000..48000 Hz, got {self.sample_rate}")
-        _require(1.0 <= self.clip_seconds <= 60.0, "fetch.clip_seconds", f"must be in 1..60 s, got {self.clip_seconds}")
+        _require(
+            self.source in ("demo", "dir"), "fetch.source", f"must be 'demo' or 'dir', got {self.source!r}"
+        )
+        _require(
+            8000 <= self.sample_rate <= 48000,
+            "fetch.sample_rate",
+            f"must be in 8000..48000 Hz, got {self.sample_rate}",
+        )
+        _require(
+            1.0 <= self.clip_seconds <= 60.0,
+            "fetch.clip_seconds",
+            f"must be in 1..60 s, got {self.clip_seconds}",
+        )
         _require(len(self.styles) > 0, "fetch.styles", "must name at least one style")
-        _require(self.works_per_style >= 1, "fetch.works_per_style", f"must be >= 1, got {self.works_per_style}")
+        _require(
+            self.works_per_style >= 1, "fetch.works_per_style", f"must be >= 1, got {self.works_per_style}"
+        )
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             _require(0.0 <= value < 1.0, f"fetch.{key}", f"must be in [0, 1), got {value}")
-        _require(self.val_fraction + self.test_fraction < 1.0, "fetch.val_fraction",
-                 "val_fraction + test_fraction must leave some works for training")
-        _require(self.silence_dbfs < 0, "fetch.silence_dbfs", f"must be negative dBFS, got {self.silence_dbfs}")
-        _require(self.on_bad_input in ON_BAD_INPUT, "fetch.on_bad_input",
-                 f"must be one of {', '.join(ON_BAD_INPUT)}, got {self.on_bad_input!r}")
+        _require(
+            self.val_fraction + self.test_fraction < 1.0,
+            "fetch.val_fraction",
+            "val_fraction + test_fraction must leave some works for training",
+        )
+        _require(
+            self.silence_dbfs < 0, "fetch.silence_dbfs", f"must be negative dBFS, got {self.silence_dbfs}"
+        )
+        _require(
+            self.on_bad_input in ON_BAD_INPUT,
+            "fetch.on_bad_input",
+            f"must be one of {', '.join(ON_BAD_INPUT)}, got {self.on_bad_input!r}",
+        )
         _require(self.workers >= 0, "fetch.workers", f"must be >= 0, got {self.workers}")
         if self.source == "dir":
             _require(bool(self.dir), "fetch.dir", "is required when fetch.source is 'dir'")
@@ -138,20 +158,43 @@ class FeaturesParams:
     cache_dir: str
 
     def __post_init__(self) -> None:
-        _require(8000 <= self.sample_rate <= 48000, "features.sample_rate", f"must be in 8000..48000 Hz, got {self.sample_rate}")
-        _require(self.n_fft >= 256 and self.n_fft & (self.n_fft - 1) == 0, "features.n_fft",
-                 f"must be a power of two >= 256, got {self.n_fft}")
-        _require(0 < self.hop_length <= self.n_fft, "features.hop_length", f"must be in 1..n_fft, got {self.hop_length}")
+        _require(
+            8000 <= self.sample_rate <= 48000,
+            "features.sample_rate",
+            f"must be in 8000..48000 Hz, got {self.sample_rate}",
+        )
+        _require(
+            self.n_fft >= 256 and self.n_fft & (self.n_fft - 1) == 0,
+            "features.n_fft",
+            f"must be a power of two >= 256, got {self.n_fft}",
+        )
+        _require(
+            0 < self.hop_length <= self.n_fft,
+            "features.hop_length",
+            f"must be in 1..n_fft, got {self.hop_length}",
+        )
         _require(8 <= self.n_mels <= 256, "features.n_mels", f"must be in 8..256, got {self.n_mels}")
-        _require(2 <= self.n_mfcc <= self.n_mels, "features.n_mfcc", f"must be in 2..n_mels, got {self.n_mfcc}")
-        _require(2 <= self.frames_n_mfcc <= self.n_mels, "features.frames_n_mfcc",
-                 f"must be in 2..n_mels, got {self.frames_n_mfcc}")
-        _require(self.segment_seconds * self.sample_rate >= 2 * self.n_fft, "features.segment_seconds",
-                 f"must hold at least two STFT windows ({2 * self.n_fft / self.sample_rate:.2f} s), got {self.segment_seconds}")
+        _require(
+            2 <= self.n_mfcc <= self.n_mels, "features.n_mfcc", f"must be in 2..n_mels, got {self.n_mfcc}"
+        )
+        _require(
+            2 <= self.frames_n_mfcc <= self.n_mels,
+            "features.frames_n_mfcc",
+            f"must be in 2..n_mels, got {self.frames_n_mfcc}",
+        )
+        _require(
+            self.segment_seconds * self.sample_rate >= 2 * self.n_fft,
+            "features.segment_seconds",
+            f"must hold at least two STFT windows ({2 * self.n_fft / self.sample_rate:.2f} s), "
+            f"got {self.segment_seconds}",
+        )
         _require(self.n_segments >= 1, "features.n_segments", f"must be >= 1, got {self.n_segments}")
         available = 1 + int(self.clip_seconds * self.sample_rate) // self.hop_length
-        _require(1 <= self.frames_n <= available, "features.frames_n",
-                 f"must be in 1..{available} (the frames in n_segments * segment_seconds), got {self.frames_n}")
+        _require(
+            1 <= self.frames_n <= available,
+            "features.frames_n",
+            f"must be in 1..{available} (the frames in n_segments * segment_seconds), got {self.frames_n}",
+        )
         _require(self.workers >= 0, "features.workers", f"must be >= 0, got {self.workers}")
 
     @property

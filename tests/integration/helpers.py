@@ -34,5 +34,11 @@ def environment() -> dict[str, str]:
 
 def bgmfit(folder: Path, *args: str) -> subprocess.CompletedProcess:
     """Run ``bgmfit ARGS`` in ``folder``; never raises on a non-zero exit."""
-    return subprocess.run([sys.executable, "-m", "bgmfit", *args], cwd=folder, env=environment(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bgmfit", *args],
+        cwd=folder,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

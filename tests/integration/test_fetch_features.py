@@ -61,7 +61,14 @@ def test_features_align_with_tracks_and_use_training_statistics(demo_project: Pa
     # Statistics come from the training split, so only its frames average to zero.
     np.testing.assert_allclose(frames[train].reshape(-1, 20).mean(axis=0), 0.0, atol=1e-3)
     stats = json.loads((features / "norm_stats.json").read_text())
-    assert [d["name"] for d in stats["dimensions"]] == ["timbre", "spectral", "tonality", "rhythm", "energy", "prosody"]
+    assert [d["name"] for d in stats["dimensions"]] == [
+        "timbre",
+        "spectral",
+        "tonality",
+        "rhythm",
+        "energy",
+        "prosody",
+    ]
 
 
 def test_rerun_reads_every_track_from_the_cache(demo_project: Path):
@@ -79,8 +86,10 @@ def _user_folder(folder: Path) -> Path:
         style = "calm" if i % 2 else "lively"
         sf.write(audio / f"lead{i}.wav", harmonic_tone(200.0 + 20 * i, 3.0), SR)
         sf.write(audio / f"bed{i}.flac", sine(100.0 + 10 * i, 3.0, 0.3), SR)
-        rows += [[f"lead{i}", f"lead{i}.wav", "foreground", style, f"w{i}", "", "1.0"],
-                 [f"bed{i}", f"bed{i}.flac", "bgm", style, f"w{i}", "", ""]]
+        rows += [
+            [f"lead{i}", f"lead{i}.wav", "foreground", style, f"w{i}", "", "1.0"],
+            [f"bed{i}", f"bed{i}.flac", "bgm", style, f"w{i}", "", ""],
+        ]
     with (audio / "manifest.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     return audio
@@ -94,8 +103,11 @@ def _append(manifest: Path, *rows: list[str]) -> None:
 def test_folder_with_a_corrupt_file_and_a_bad_row_reports_both(tmp_path: Path):
     audio = _user_folder(tmp_path)
     (audio / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
-    _append(audio / "manifest.csv", ["broken", "broken.wav", "bgm", "calm", "w9", "", ""],  # line 14
-            ["odd", "lead0.wav", "drums", "calm", "w10", "", ""])                            # line 15
+    _append(
+        audio / "manifest.csv",
+        ["broken", "broken.wav", "bgm", "calm", "w9", "", ""],  # line 14
+        ["odd", "lead0.wav", "drums", "calm", "w10", "", ""],
+    )  # line 15
     write_params(tmp_path, fetch={"source": "dir", "dir": str(audio), "on_bad_input": "fail"})
     result = bgmfit(tmp_path, "fetch")
     assert result.returncode == 2
@@ -141,8 +153,11 @@ def test_adding_a_track_computes_only_the_new_one(tmp_path: Path):
     assert bgmfit(tmp_path, "features").returncode == 0
     shutil.copy(audio / "lead1.wav", audio / "lead1-copy.wav")  # same content: a cache hit too
     sf.write(audio / "new.wav", harmonic_tone(330.0, 3.0), SR)
-    _append(audio / "manifest.csv", ["new", "new.wav", "bgm", "calm", "w20", "train", ""],
-            ["copy", "lead1-copy.wav", "foreground", "calm", "w21", "", ""])
+    _append(
+        audio / "manifest.csv",
+        ["new", "new.wav", "bgm", "calm", "w20", "train", ""],
+        ["copy", "lead1-copy.wav", "foreground", "calm", "w21", "", ""],
+    )
     assert bgmfit(tmp_path, "fetch").returncode == 0
     result = bgmfit(tmp_path, "features")
     assert result.returncode == 0, result.stderr
@@ -154,8 +169,11 @@ def test_adding_a_track_computes_only_the_new_one(tmp_path: Path):
 
 def test_work_given_two_splits_is_refused(tmp_path: Path):
     audio = _user_folder(tmp_path)
-    _append(audio / "manifest.csv", ["x1", "lead0.wav", "foreground", "calm", "wx", "train", ""],
-            ["x2", "bed0.flac", "bgm", "calm", "wx", "test", ""])
+    _append(
+        audio / "manifest.csv",
+        ["x1", "lead0.wav", "foreground", "calm", "wx", "train", ""],
+        ["x2", "bed0.flac", "bgm", "calm", "wx", "test", ""],
+    )
     write_params(tmp_path, fetch={"source": "dir", "dir": str(audio)})
     result = bgmfit(tmp_path, "fetch")
     assert result.returncode == 2

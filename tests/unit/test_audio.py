@@ -9,9 +9,15 @@ from bgmfit.errors import AudioDecodeError
 from tests.signals import SR, sine
 
 
-@pytest.mark.parametrize(("fmt", "subtype", "suffix"),
-                         [("WAV", "PCM_16", ".wav"), ("FLAC", "PCM_16", ".flac"),
-                          ("OGG", "VORBIS", ".ogg"), ("MP3", "MPEG_LAYER_III", ".mp3")])
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "suffix"),
+    [
+        ("WAV", "PCM_16", ".wav"),
+        ("FLAC", "PCM_16", ".flac"),
+        ("OGG", "VORBIS", ".ogg"),
+        ("MP3", "MPEG_LAYER_III", ".mp3"),
+    ],
+)
 def test_each_accepted_format_decodes_to_mono_at_the_target_rate(tmp_path: Path, fmt, subtype, suffix):
     t = np.arange(2 * 44100) / 44100
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 440 * t)], axis=1)

@@ -59,8 +59,9 @@ def test_work_selection_is_seeded(tiny_fetch_params):
 
 
 def test_rendered_a4_notes_sound_at_a():
-    voice = Voice(np.array([0.0, 0.5, 1.0]), np.array([0.45, 0.45, 0.9]), np.array([69, 69, 69]),
-                  np.array([90, 90, 90]))
+    voice = Voice(
+        np.array([0.0, 0.5, 1.0]), np.array([0.45, 0.45, 0.9]), np.array([69, 69, 69]), np.array([90, 90, 90])
+    )
     audio = render_voices([(voice, 73)], 0.0, 2.0, SR)  # flute
     assert audio.size == 2 * SR and rms_dbfs(audio) > -40
     profile = tonality.chroma(compute_spectrum(audio, SR, 2048, 512, 128)).mean(axis=0)
@@ -88,7 +89,9 @@ def test_silent_renders_are_rejected_with_a_reason(tiny_fetch_params, tmp_path: 
     strict = dataclasses.replace(tiny_fetch_params, silence_dbfs=-0.5)  # nothing real is that loud
     clips, rejected = render_work(_chorale(strict), strict, tmp_path)
     assert clips == [] and len(rejected) == 3
-    assert all(r.reason.startswith("silent render:") and "fetch.silence_dbfs -0.5" in r.reason for r in rejected)
+    assert all(
+        r.reason.startswith("silent render:") and "fetch.silence_dbfs -0.5" in r.reason for r in rejected
+    )
     assert not any(tmp_path.rglob("*.flac"))
 
 
@@ -108,3 +111,16 @@ def test_repository_default_corpus_meets_the_style_floor():
         available = min(len(discover_works(style)), params.works_per_style)
         clips_per_work = 2 if STYLES[style].polyphonic else 1
         assert available * clips_per_work >= 60, style
+
+
+def test_tied_notes_become_one_sounding_note():
+    from bgmfit.corpus.catalogue import WorkRef
+    from bgmfit.corpus.scores import parse_work
+
+    tune = "X:1\nT:tied\nM:4/4\nL:1/8\nR:reel\nK:C\nA4-A4|B2c2d4|]\n"
+    parsed = parse_work(WorkRef("reel-test", "reel", "test", "", tune))
+    (voice,) = parsed.voices
+    seconds_per_quarter = 60.0 / parsed.quarter_bpm
+    assert voice.pitches.tolist() == [69, 71, 72, 74]
+    np.testing.assert_allclose(voice.durations / seconds_per_quarter, [4.0, 1.0, 1.0, 2.0])
+    np.testing.assert_allclose(voice.onsets / seconds_per_quarter, [0.0, 4.0, 5.0, 6.0])

@@ -72,7 +72,9 @@ def test_harmonic_tone_is_voiced_at_its_f0_and_noise_is_not(rng):
     f0, voiced = prosody.cepstral_pitch(spectrum_of(harmonic_tone(150.0)))
     assert voiced[4:-4].mean() > 0.95
     assert abs(np.median(f0[voiced]) - 150.0) < 150.0 * 0.03
-    _, noise_voiced = prosody.cepstral_pitch(spectrum_of((0.1 * rng.standard_normal(3 * SR)).astype(np.float32)))
+    _, noise_voiced = prosody.cepstral_pitch(
+        spectrum_of((0.1 * rng.standard_normal(3 * SR)).astype(np.float32))
+    )
     assert noise_voiced.mean() < 0.05
 
 
@@ -89,12 +91,20 @@ def test_fused_matrix_has_one_row_per_segment_and_named_columns(features_params)
     assert features.fused.shape == (features_params.n_segments, width)
     assert features.mfcc_frames.shape == (features_params.frames_n, features_params.frames_n_mfcc)
     assert np.all(np.isfinite(features.fused))
-    assert {d.name for d in dimensions(features_params)} >= {"timbre", "spectral", "tonality", "rhythm", "energy"}
+    assert {d.name for d in dimensions(features_params)} >= {
+        "timbre",
+        "spectral",
+        "tonality",
+        "rhythm",
+        "energy",
+    }
 
 
 def test_short_audio_is_padded_with_silence(features_params):
     features = analyse(sine(440.0, seconds=1.5), features_params)
-    rms_mean = features.fused[:, [c for d in dimensions(features_params) for c in d.columns].index("rms_mean")]
+    rms_mean = features.fused[
+        :, [c for d in dimensions(features_params) for c in d.columns].index("rms_mean")
+    ]
     assert rms_mean[0] > 0.1 and rms_mean[-1] == 0.0
 
 
@@ -111,8 +121,9 @@ def test_two_clips_of_one_tone_are_nearer_than_a_tone_and_noise(features_params,
     noise = analyse((0.1 * rng.standard_normal(3 * SR)).astype(np.float32), params)
     references = [analyse(harmonic_tone(f, seconds=3.0), params) for f in (110.0, 330.0, 500.0)]
     references.append(analyse((0.05 * rng.standard_normal(3 * SR)).astype(np.float32), params))
-    stats = NormStats.fit(params, np.stack([r.fused for r in references]),
-                          np.stack([r.mfcc_frames for r in references]))
+    stats = NormStats.fit(
+        params, np.stack([r.fused for r in references]), np.stack([r.mfcc_frames for r in references])
+    )
     a, b, n = (stats.normalise_fused(x.fused).ravel() for x in (tone_a, tone_b, noise))
     assert np.linalg.norm(a - b) < 0.5 * np.linalg.norm(a - n)
 
@@ -124,8 +135,9 @@ def test_norm_stats_come_from_the_given_rows_and_round_trip(features_params, tmp
     z = stats.normalise_fused(train)
     np.testing.assert_allclose(z.reshape(-1, 101).mean(axis=0), 0.0, atol=1e-4)
     timbre_width = 3 * features_params.n_mfcc
-    np.testing.assert_allclose(z[..., :timbre_width].reshape(-1, timbre_width).std(axis=0),
-                               1 / np.sqrt(timbre_width), rtol=1e-3)
+    np.testing.assert_allclose(
+        z[..., :timbre_width].reshape(-1, timbre_width).std(axis=0), 1 / np.sqrt(timbre_width), rtol=1e-3
+    )
     stats.save(tmp_path / "stats.json")
     again = type(stats).load(tmp_path / "stats.json")
     np.testing.assert_array_equal(again.normalise_fused(train), z)

@@ -25,8 +25,13 @@ def _folder(tmp_path: Path, rows: list[list[str]]) -> Path:
 
 
 def test_good_rows_pass_and_get_duration(tmp_path: Path):
-    manifest = _folder(tmp_path, [["t1", "a.wav", "foreground", "pop", "w1", "", "0.5"],
-                                  ["t2", "b.wav", "bgm", "pop", "w1", "train", ""]])
+    manifest = _folder(
+        tmp_path,
+        [
+            ["t1", "a.wav", "foreground", "pop", "w1", "", "0.5"],
+            ["t2", "b.wav", "bgm", "pop", "w1", "train", ""],
+        ],
+    )
     good, problems = validate_user_manifest(manifest, tmp_path)
     assert problems == []
     assert [r["track_id"] for r in good] == ["t1", "t2"]
@@ -34,18 +39,21 @@ def test_good_rows_pass_and_get_duration(tmp_path: Path):
 
 
 def test_every_bad_row_is_reported_with_line_and_reason(tmp_path: Path):
-    manifest = _folder(tmp_path, [
-        ["t1", "a.wav", "bgm", "pop", "w1", "", ""],            # line 2: good
-        ["t2", "missing.wav", "bgm", "pop", "w2", "", ""],      # line 3
-        ["t3", "b.wav", "vocals", "pop", "w3", "", ""],         # line 4
-        ["t4", "b.wav", "foreground", "pop", "w4", "", "1.7"],  # line 5
-        ["t5", "b.wav", "foreground", "pop", "w5", "", "good"], # line 6
-        ["t1", "c.flac", "bgm", "pop", "w6", "", ""],           # line 7
-        ["t7", "corrupt.wav", "bgm", "pop", "w7", "", ""],      # line 8
-        ["t8", "b.wav", "bgm", "pop", "w8", "holdout", ""],     # line 9
-        ["t9", "b.wav", "bgm", "pop", "w9", "", "0.5"],         # line 10
-        ["", "b.wav", "bgm", "pop", "w10", "", ""],             # line 11
-    ])
+    manifest = _folder(
+        tmp_path,
+        [
+            ["t1", "a.wav", "bgm", "pop", "w1", "", ""],  # line 2: good
+            ["t2", "missing.wav", "bgm", "pop", "w2", "", ""],  # line 3
+            ["t3", "b.wav", "vocals", "pop", "w3", "", ""],  # line 4
+            ["t4", "b.wav", "foreground", "pop", "w4", "", "1.7"],  # line 5
+            ["t5", "b.wav", "foreground", "pop", "w5", "", "good"],  # line 6
+            ["t1", "c.flac", "bgm", "pop", "w6", "", ""],  # line 7
+            ["t7", "corrupt.wav", "bgm", "pop", "w7", "", ""],  # line 8
+            ["t8", "b.wav", "bgm", "pop", "w8", "holdout", ""],  # line 9
+            ["t9", "b.wav", "bgm", "pop", "w9", "", "0.5"],  # line 10
+            ["", "b.wav", "bgm", "pop", "w10", "", ""],  # line 11
+        ],
+    )
     good, problems = validate_user_manifest(manifest, tmp_path)
     assert [r["track_id"] for r in good] == ["t1"]
     found = {p.line: p.reason for p in problems}

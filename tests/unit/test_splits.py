@@ -12,8 +12,10 @@ def test_every_work_gets_exactly_one_split_in_each_style():
     splits = assign_splits(works, 0.15, 0.15, seed=7)
     assert set(splits) == set(works)
     for style in ("chorale", "reel", "mass"):
-        counts = {s: sum(1 for w, sp in splits.items() if works[w] == style and sp == s)
-                  for s in ("train", "val", "test")}
+        counts = {
+            s: sum(1 for w, sp in splits.items() if works[w] == style and sp == s)
+            for s in ("train", "val", "test")
+        }
         assert counts == {"train": 14, "val": 3, "test": 3}
 
 

@@ -117,39 +117,89 @@ def render_work(work: WorkRef, params: FetchParams, out_dir: Path) -> tuple[list
     except ScoreError as exc:
         return [], [Rejection(work.work_id, "", str(exc))]
     if style.polyphonic and len(parsed.voices) < style.min_parts:
-        return [], [Rejection(work.work_id, "", f"{len(parsed.voices)} voice(s); a {style.name} needs at least {style.min_parts}")]
+        return [], [
+            Rejection(
+                work.work_id,
+                "",
+                f"{len(parsed.voices)} voice(s); a {style.name} needs at least {style.min_parts}",
+            )
+        ]
     start = _window_start(parsed, params.clip_seconds, rng)
     renders: list[tuple[str, np.ndarray, str, str]] = []  # (role, audio, instrument, licence)
     lead = int(rng.choice(style.lead_programs))
     if style.polyphonic:
         accompaniment = [int(rng.choice(style.accompaniment_programs)) for _ in parsed.voices[1:]]
-        renders.append(("foreground", render_voices([(parsed.voices[0], lead)], start, params.clip_seconds,
-                                                    params.sample_rate), f"gm{lead}", SCORE_LICENCE))
-        renders.append(("bgm", render_voices(list(zip(parsed.voices[1:], accompaniment, strict=True)), start,
-                                             params.clip_seconds, params.sample_rate),
-                        "+".join(f"gm{p}" for p in accompaniment), SCORE_LICENCE))
+        renders.append(
+            (
+                "foreground",
+                render_voices([(parsed.voices[0], lead)], start, params.clip_seconds, params.sample_rate),
+                f"gm{lead}",
+                SCORE_LICENCE,
+            )
+        )
+        renders.append(
+            (
+                "bgm",
+                render_voices(
+                    list(zip(parsed.voices[1:], accompaniment, strict=True)),
+                    start,
+                    params.clip_seconds,
+                    params.sample_rate,
+                ),
+                "+".join(f"gm{p}" for p in accompaniment),
+                SCORE_LICENCE,
+            )
+        )
         if params.narration and style.language and parsed.lyrics:
             variant = str(rng.choice(NARRATOR_VARIANTS))
-            renders.append(("narration", _narration(parsed.lyrics, style, variant, params),
-                            f"espeak-ng:{style.language}+{variant}", NARRATION_LICENCE))
+            renders.append(
+                (
+                    "narration",
+                    _narration(parsed.lyrics, style, variant, params),
+                    f"espeak-ng:{style.language}+{variant}",
+                    NARRATION_LICENCE,
+                )
+            )
     else:
         voices = [(voice, lead) for voice in parsed.voices]
-        renders.append(("music", render_voices(voices, start, params.clip_seconds, params.sample_rate),
-                        f"gm{lead}", SCORE_LICENCE))
+        renders.append(
+            (
+                "music",
+                render_voices(voices, start, params.clip_seconds, params.sample_rate),
+                f"gm{lead}",
+                SCORE_LICENCE,
+            )
+        )
 
     clips, rejections = [], []
     for role, audio, instrument, licence in renders:
         track_id = f"{work.work_id}-{role}"
         level = rms_dbfs(audio)
         if level < params.silence_dbfs:
-            rejections.append(Rejection(work.work_id, track_id,
-                                        f"silent render: {level:.1f} dBFS < fetch.silence_dbfs {params.silence_dbfs}"))
+            rejections.append(
+                Rejection(
+                    work.work_id,
+                    track_id,
+                    f"silent render: {level:.1f} dBFS < fetch.silence_dbfs {params.silence_dbfs}",
+                )
+            )
             continue
         rel = Path("audio") / work.style / f"{track_id}.flac"
         write_flac(out_dir / rel, _level(audio, level), params.sample_rate)
         source = work.source + (" (lyrics)" if role == "narration" else "")
-        clips.append(Clip(track_id, role, work.style, work.work_id, rel.as_posix(),
-                          round(audio.size / params.sample_rate, 3), instrument, source, licence))
+        clips.append(
+            Clip(
+                track_id,
+                role,
+                work.style,
+                work.work_id,
+                rel.as_posix(),
+                round(audio.size / params.sample_rate, 3),
+                instrument,
+                source,
+                licence,
+            )
+        )
     return clips, rejections
 
 

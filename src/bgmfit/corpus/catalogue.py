@@ -58,18 +58,48 @@ _DANCE_LEADS = (FIDDLE, VIOLIN, FLUTE, WHISTLE, ACCORDION, BANJO, BAGPIPE)
 STYLES: dict[str, Style] = {
     s.name: s
     for s in (
-        Style("chorale", True, (CHOIR_AAHS, CHURCH_ORGAN, FLUTE, OBOE, VIOLIN),
-              (CHURCH_ORGAN, STRINGS, CHOIR_AAHS, REED_ORGAN), 84.0, "de", 4),
-        Style("mass", True, (VOICE_OOHS, CHOIR_AAHS, RECORDER, CHURCH_ORGAN),
-              (CHOIR_AAHS, VOICE_OOHS, CHURCH_ORGAN, STRINGS), 96.0, None, 3),
-        Style("madrigal", True, (VOICE_OOHS, RECORDER, VIOLIN, FLUTE),
-              (NYLON_GUITAR, HARPSICHORD, VOICE_OOHS, STRINGS, HARP), 96.0, "it", 4),
-        Style("quartet", True, (VIOLIN, FLUTE, OBOE),
-              (STRINGS, VIOLA, CELLO, PIANO, STRINGS_2), 120.0, None, 4),
-        Style("trecento", True, (RECORDER, VOICE_OOHS, PAN_FLUTE, VIOLIN),
-              (NYLON_GUITAR, HARPSICHORD, CHURCH_ORGAN, HARP), 90.0, "it", 2),
-        Style("folksong", False, (ACCORDION, FLUTE, NYLON_GUITAR, PIANO, CLARINET, HARMONICA),
-              quarter_bpm=100.0),
+        Style(
+            "chorale",
+            True,
+            (CHOIR_AAHS, CHURCH_ORGAN, FLUTE, OBOE, VIOLIN),
+            (CHURCH_ORGAN, STRINGS, CHOIR_AAHS, REED_ORGAN),
+            84.0,
+            "de",
+            4,
+        ),
+        Style(
+            "mass",
+            True,
+            (VOICE_OOHS, CHOIR_AAHS, RECORDER, CHURCH_ORGAN),
+            (CHOIR_AAHS, VOICE_OOHS, CHURCH_ORGAN, STRINGS),
+            96.0,
+            None,
+            3,
+        ),
+        Style(
+            "madrigal",
+            True,
+            (VOICE_OOHS, RECORDER, VIOLIN, FLUTE),
+            (NYLON_GUITAR, HARPSICHORD, VOICE_OOHS, STRINGS, HARP),
+            96.0,
+            "it",
+            4,
+        ),
+        Style(
+            "quartet", True, (VIOLIN, FLUTE, OBOE), (STRINGS, VIOLA, CELLO, PIANO, STRINGS_2), 120.0, None, 4
+        ),
+        Style(
+            "trecento",
+            True,
+            (RECORDER, VOICE_OOHS, PAN_FLUTE, VIOLIN),
+            (NYLON_GUITAR, HARPSICHORD, CHURCH_ORGAN, HARP),
+            90.0,
+            "it",
+            2,
+        ),
+        Style(
+            "folksong", False, (ACCORDION, FLUTE, NYLON_GUITAR, PIANO, CLARINET, HARMONICA), quarter_bpm=100.0
+        ),
         Style("reel", False, _DANCE_LEADS, quarter_bpm=200.0),
         Style("jig", False, _DANCE_LEADS, quarter_bpm=174.0),
         Style("hornpipe", False, _DANCE_LEADS, quarter_bpm=160.0),
@@ -188,7 +218,9 @@ def discover_works(style: str) -> list[WorkRef]:
         for folder, pattern in zip(spec[::2], spec[1::2], strict=True):
             for path in sorted((root / folder).glob(pattern)):
                 rel = path.relative_to(root).as_posix()
-                works.append(WorkRef(f"{style}-{_slug(rel.rsplit('.', 1)[0])}", style, f"music21:{rel}", str(path)))
+                works.append(
+                    WorkRef(f"{style}-{_slug(rel.rsplit('.', 1)[0])}", style, f"music21:{rel}", str(path))
+                )
         return works
     books = (_FOLKSONG_BOOK,) if style == "folksong" else _DANCE_BOOKS
     for book in books:

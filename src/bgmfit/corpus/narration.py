@@ -51,8 +51,9 @@ class _Engine:
         self.lib.espeak_SetParameter(_RATE, int(words_per_minute), 0)
         self.chunks.clear()
         encoded = text.encode("utf-8")
-        self.lib.espeak_Synth(ctypes.c_char_p(encoded), len(encoded) + 1, 0, _POS_CHARACTER, 0,
-                              _CHARS_UTF8, None, None)
+        self.lib.espeak_Synth(
+            ctypes.c_char_p(encoded), len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+        )
         self.lib.espeak_Synchronize()
         if not self.chunks:
             return np.zeros(0, dtype=np.float32)
@@ -64,7 +65,9 @@ def _engine() -> _Engine:
     return _Engine()
 
 
-def narrate(text: str, language: str, variant: str | None = None, words_per_minute: int = 150) -> tuple[np.ndarray, int]:
+def narrate(
+    text: str, language: str, variant: str | None = None, words_per_minute: int = 150
+) -> tuple[np.ndarray, int]:
     """Speak ``text`` with eSpeak NG.
 
     Parameters

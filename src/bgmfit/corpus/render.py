@@ -68,8 +68,11 @@ def render_voices(
         synth.program_select(channel, sfid, 0, program)
         inside = (voice.onsets >= start) & (voice.onsets < end)
         for onset, duration, key, velocity in zip(
-            voice.onsets[inside], voice.durations[inside], voice.pitches[inside],
-            voice.velocities[inside], strict=True,
+            voice.onsets[inside],
+            voice.durations[inside],
+            voice.pitches[inside],
+            voice.velocities[inside],
+            strict=True,
         ):
             on = int((onset - start) * sample_rate)
             off = int((min(onset + duration, end) - start) * sample_rate)

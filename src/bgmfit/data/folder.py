@@ -40,8 +40,11 @@ def import_folder(params: FetchParams, out_dir: Path) -> tuple[list[ManifestRow]
             + report_problems(problems, manifest)
         )
     if problems:
-        print(f"fetch: skipping {len(problems)} bad row(s) of {manifest}:\n{report_problems(problems, manifest)}",
-              file=sys.stderr)
+        print(
+            f"fetch: skipping {len(problems)} bad row(s) of {manifest}:\n"
+            + report_problems(problems, manifest),
+            file=sys.stderr,
+        )
     if not good:
         raise ManifestError(f"{manifest}: no usable rows")
 
@@ -64,13 +67,22 @@ def import_folder(params: FetchParams, out_dir: Path) -> tuple[list[ManifestRow]
         source_path = audio_dir / row["path"]
         rel = Path("audio") / f"{row['track_id']}{source_path.suffix.lower()}"
         _link_or_copy(source_path, out_dir / rel)
-        rows.append(ManifestRow(
-            track_id=row["track_id"], path=rel.as_posix(), role=row["role"], style=row["style"],
-            work_id=row["work_id"], split=splits[row["work_id"]], duration=float(row["duration"]),
-            sample_rate=int(row["sample_rate"]), label=row.get("label", ""),
-            source=row.get("source") or f"folder:{row['path']}", licence=row.get("licence", ""),
-            instrument=row.get("instrument", ""),
-        ))
+        rows.append(
+            ManifestRow(
+                track_id=row["track_id"],
+                path=rel.as_posix(),
+                role=row["role"],
+                style=row["style"],
+                work_id=row["work_id"],
+                split=splits[row["work_id"]],
+                duration=float(row["duration"]),
+                sample_rate=int(row["sample_rate"]),
+                label=row.get("label", ""),
+                source=row.get("source") or f"folder:{row['path']}",
+                licence=row.get("licence", ""),
+                instrument=row.get("instrument", ""),
+            )
+        )
     return rows, problems
 
 

@@ -100,8 +100,13 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         if missing:
             raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
         return [
-            ManifestRow(**{**{c: r[c] for c in MANIFEST_COLUMNS},
-                           "duration": float(r["duration"]), "sample_rate": int(r["sample_rate"])})
+            ManifestRow(
+                **{
+                    **{c: r[c] for c in MANIFEST_COLUMNS},
+                    "duration": float(r["duration"]),
+                    "sample_rate": int(r["sample_rate"]),
+                }
+            )
             for r in reader
         ]
 
@@ -150,8 +155,14 @@ def validate_user_manifest(manifest: Path, audio_dir: Path) -> tuple[list[dict[s
             line = reader.line_num
             row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
             if None in raw:
-                problems.append(RowProblem(line, row.get("track_id", ""), row.get("path", ""),
-                                           f"{len(raw[None])} more field(s) than the header has"))
+                problems.append(
+                    RowProblem(
+                        line,
+                        row.get("track_id", ""),
+                        row.get("path", ""),
+                        f"{len(raw[None])} more field(s) than the header has",
+                    )
+                )
                 continue
             reason = _row_problem(row, first_seen, line, audio_dir)
             if reason:

@@ -12,7 +12,10 @@ _FLOOR = 1e-5  # -100 dBFS: keeps log levels of digital silence finite
 
 
 def frame_rms(spec: Spectrum) -> np.ndarray:
-    """``(n_frames,)`` root-mean-square amplitude of each raw frame (a sine of amplitude A gives A/sqrt(2))."""
+    """``(n_frames,)`` root-mean-square amplitude of each raw frame.
+
+    A sine of amplitude A gives A/sqrt(2).
+    """
     return np.sqrt(np.mean(np.square(spec.frames), axis=1))
 
 
@@ -28,5 +31,11 @@ def energy(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
     rms = frame_rms(spec)
     level_db = 20.0 * np.log10(np.maximum(rms, _FLOOR))
     dynamic_range = [np.percentile(level_db[s:e], 95) - np.percentile(level_db[s:e], 5) for s, e in bounds]
-    return np.column_stack([pool(rms, bounds, "mean"), pool(rms, bounds, "std"), pool(rms, bounds, "max"),
-                            np.array(dynamic_range)]).astype(np.float32)
+    return np.column_stack(
+        [
+            pool(rms, bounds, "mean"),
+            pool(rms, bounds, "std"),
+            pool(rms, bounds, "max"),
+            np.array(dynamic_range),
+        ]
+    ).astype(np.float32)

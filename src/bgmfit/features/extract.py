@@ -87,7 +87,9 @@ def _extract_job(job: tuple[str, FeaturesParams]) -> Extraction:
     return extract_file(*job)
 
 
-def extract_many(paths: list[str], params: FeaturesParams, workers: int, desc: str = "features") -> Iterator[Extraction]:
+def extract_many(
+    paths: list[str], params: FeaturesParams, workers: int, desc: str = "features"
+) -> Iterator[Extraction]:
     """Extract every file, in input order, with a progress bar on stderr.
 
     Parameters

@@ -109,7 +109,10 @@ class NormStats:
 
     @classmethod
     def fit(cls, params: FeaturesParams, fused: np.ndarray, frames: np.ndarray) -> NormStats:
-        """Fit on training tracks: ``fused`` is (n, segments, columns), ``frames`` is (n, frames_n, n_mfcc)."""
+        """Fit on training tracks only.
+
+        ``fused`` is (n, segments, columns) and ``frames`` is (n, frames_n, n_mfcc).
+        """
         dims, start = [], 0
         for d in dimensions(params):
             dims.append((d.name, start, start + len(d.columns)))
@@ -141,8 +144,10 @@ class NormStats:
         payload = {
             "dimensions": [{"name": n, "start": s, "end": e} for n, s, e in self.dimensions],
             "columns": self.columns,
-            "fused_mean": self.fused_mean.tolist(), "fused_std": self.fused_std.tolist(),
-            "frames_mean": self.frames_mean.tolist(), "frames_std": self.frames_std.tolist(),
+            "fused_mean": self.fused_mean.tolist(),
+            "fused_std": self.fused_std.tolist(),
+            "frames_mean": self.frames_mean.tolist(),
+            "frames_std": self.frames_std.tolist(),
         }
         path.write_text(json.dumps(payload, indent=1) + "\n")
 
@@ -153,6 +158,8 @@ class NormStats:
         return cls(
             dimensions=[(d["name"], d["start"], d["end"]) for d in payload["dimensions"]],
             columns=payload["columns"],
-            **{k: np.asarray(payload[k], dtype=np.float32)
-               for k in ("fused_mean", "fused_std", "frames_mean", "frames_std")},
+            **{
+                k: np.asarray(payload[k], dtype=np.float32)
+                for k in ("fused_mean", "fused_std", "frames_mean", "frames_std")
+            },
         )

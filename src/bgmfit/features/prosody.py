@@ -37,7 +37,7 @@ def cepstral_pitch(spec: Spectrum) -> tuple[np.ndarray, np.ndarray]:
     cepstrum = scipy.fft.irfft(np.log(spec.magnitude + 1e-6), axis=1, workers=1)
     low = int(spec.sample_rate / MAX_F0_HZ)
     high = min(int(spec.sample_rate / MIN_F0_HZ), spec.n_fft // 2 - 1)
-    window = cepstrum[:, low: high + 1]
+    window = cepstrum[:, low : high + 1]
     peak_index = window.argmax(axis=1)
     peak = window[np.arange(window.shape[0]), peak_index]
     f0 = spec.sample_rate / (low + peak_index)

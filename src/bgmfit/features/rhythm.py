@@ -69,7 +69,7 @@ def estimate_tempo(envelope: np.ndarray, sample_rate: int, hop_length: int) -> f
     multiple = max(1, int((ac.size / 2 - 2) // period))
     if multiple > 1:
         guess = int(round(multiple * period))
-        window = ac[guess - 2: guess + 3]
+        window = ac[guess - 2 : guess + 3]
         peak = guess - 2 + int(np.argmax(window))
         period = _refine_peak(ac, peak) / multiple
     return float(60.0 * frame_rate / period)
@@ -83,7 +83,7 @@ def pulse_clarity(envelope: np.ndarray, sample_rate: int, hop_length: int) -> fl
     max_lag = min(int(np.ceil(60.0 * frame_rate / MIN_BPM)), ac.size - 1)
     if ac[0] <= 0 or max_lag < min_lag:
         return 0.0
-    return float(np.clip(ac[min_lag: max_lag + 1].max() / ac[0], 0.0, 1.0))
+    return float(np.clip(ac[min_lag : max_lag + 1].max() / ac[0], 0.0, 1.0))
 
 
 def rhythm(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
@@ -97,5 +97,11 @@ def rhythm(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
     envelope = onset_envelope(spec)
     tempo = estimate_tempo(envelope, spec.sample_rate, spec.hop_length) / 100.0
     clarity = [pulse_clarity(envelope[s:e], spec.sample_rate, spec.hop_length) for s, e in bounds]
-    return np.column_stack([pool(envelope, bounds, "mean"), pool(envelope, bounds, "std"),
-                            np.array(clarity), np.full(len(bounds), tempo)]).astype(np.float32)
+    return np.column_stack(
+        [
+            pool(envelope, bounds, "mean"),
+            pool(envelope, bounds, "std"),
+            np.array(clarity),
+            np.full(len(bounds), tempo),
+        ]
+    ).astype(np.float32)

@@ -13,8 +13,14 @@ CONTRAST_BANDS = 6
 _EPS = 1e-10
 
 COLUMNS = [
-    "centroid_khz_mean", "centroid_khz_std", "bandwidth_khz_mean", "bandwidth_khz_std",
-    "rolloff_khz_mean", "rolloff_khz_std", "flatness_mean", "flatness_std",
+    "centroid_khz_mean",
+    "centroid_khz_std",
+    "bandwidth_khz_mean",
+    "bandwidth_khz_std",
+    "rolloff_khz_mean",
+    "rolloff_khz_std",
+    "flatness_mean",
+    "flatness_std",
 ] + [f"contrast{i}_mean" for i in range(CONTRAST_BANDS + 1)]
 
 
@@ -49,7 +55,9 @@ def spectral(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
         ``(n_segments, 15)``, columns as :data:`COLUMNS`.
     """
     centroid, bandwidth = centroid_bandwidth(spec)
-    per_frame = np.stack([centroid / 1000.0, bandwidth / 1000.0, rolloff(spec) / 1000.0, flatness(spec)], axis=1)
+    per_frame = np.stack(
+        [centroid / 1000.0, bandwidth / 1000.0, rolloff(spec) / 1000.0, flatness(spec)], axis=1
+    )
     contrast = librosa.feature.spectral_contrast(
         S=spec.magnitude.T, sr=spec.sample_rate, n_fft=spec.n_fft, n_bands=CONTRAST_BANDS
     ).T

@@ -84,7 +84,7 @@ def compute_spectrum(y: np.ndarray, sample_rate: int, n_fft: int, hop_length: in
     """
     y = np.asarray(y, dtype=np.float32)
     padded = np.pad(y, n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[:: hop_length][: 1 + y.size // hop_length]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][: 1 + y.size // hop_length]
     frames = np.ascontiguousarray(frames)
     # scipy.fft is several times faster than numpy's FFT on float32 in numpy 2.x.
     spectrum = scipy.fft.rfft(frames * _hann(n_fft), axis=1, workers=1)

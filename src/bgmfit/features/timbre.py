@@ -10,8 +10,11 @@ from bgmfit.features.spectrum import Spectrum, mfcc
 
 def columns(n_mfcc: int) -> list[str]:
     """Column names: MFCC means, MFCC standard deviations, delta standard deviations."""
-    return ([f"mfcc{i}_mean" for i in range(n_mfcc)] + [f"mfcc{i}_std" for i in range(n_mfcc)]
-            + [f"mfcc{i}_delta_std" for i in range(n_mfcc)])
+    return (
+        [f"mfcc{i}_mean" for i in range(n_mfcc)]
+        + [f"mfcc{i}_std" for i in range(n_mfcc)]
+        + [f"mfcc{i}_delta_std" for i in range(n_mfcc)]
+    )
 
 
 def timbre(spec: Spectrum, bounds: list[tuple[int, int]], n_mfcc: int) -> np.ndarray:
@@ -27,5 +30,6 @@ def timbre(spec: Spectrum, bounds: list[tuple[int, int]], n_mfcc: int) -> np.nda
     """
     coefficients = mfcc(spec, n_mfcc)
     deltas = np.gradient(coefficients, axis=0) if spec.n_frames > 1 else np.zeros_like(coefficients)
-    return np.hstack([pool(coefficients, bounds, "mean"), pool(coefficients, bounds, "std"),
-                      pool(deltas, bounds, "std")])
+    return np.hstack(
+        [pool(coefficients, bounds, "mean"), pool(coefficients, bounds, "std"), pool(deltas, bounds, "std")]
+    )

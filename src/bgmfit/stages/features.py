@@ -53,7 +53,8 @@ def run(
         listing = "\n".join(f"{raw_dir / row.path}: {error}" for row, error in failed[:50])
         if on_bad_input == "fail":
             raise BgmfitError(
-                f"{len(failed)} file(s) could not be decoded (set fetch.on_bad_input: skip to leave them out):\n{listing}"
+                f"{len(failed)} file(s) could not be decoded "
+                f"(set fetch.on_bad_input: skip to leave them out):\n{listing}"
             )
         print(f"features: skipping {len(failed)} undecodable file(s):\n{listing}", file=sys.stderr)
     kept = [(row, result.features) for row, result in zip(rows, results, strict=True) if result.features]
@@ -84,6 +85,9 @@ def run(
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(metrics_path, summary)
-    print(f"features: {summary['tracks']} tracks ({summary['computed']} computed, {cached} from cache, "
-          f"{len(failed)} skipped) in {summary['seconds']} s", file=sys.stderr)
+    print(
+        f"features: {summary['tracks']} tracks ({summary['computed']} computed, {cached} from cache, "
+        f"{len(failed)} skipped) in {summary['seconds']} s",
+        file=sys.stderr,
+    )
     return summary

@@ -33,7 +33,9 @@ def run(params: FetchParams, out_dir: Path = RAW_DIR, metrics_path: Path = METRI
     else:
         rows, problems = import_folder(params, out_dir)
         rejected = []
-        skipped = [{"line": p.line, "track_id": p.track_id, "path": p.path, "reason": p.reason} for p in problems]
+        skipped = [
+            {"line": p.line, "track_id": p.track_id, "path": p.path, "reason": p.reason} for p in problems
+        ]
     write_manifest(rows, out_dir / "manifest.csv")
     summary = summarise(rows) | {
         "rejected_renders": len(rejected),
@@ -43,7 +45,8 @@ def run(params: FetchParams, out_dir: Path = RAW_DIR, metrics_path: Path = METRI
     }
     write_json(metrics_path, summary)
     print(
-        f"fetch: {summary['tracks']} tracks ({summary['music_clips']} music, {summary['narration_clips']} narration) "
+        f"fetch: {summary['tracks']} tracks ({summary['music_clips']} music, "
+        f"{summary['narration_clips']} narration) "
         f"in {len(summary['clips_per_style'])} styles, {summary['pairs']} foreground/BGM pairs from "
         f"{summary['pair_works']} works, {summary['bytes'] / 1e6:.0f} MB; "
         f"{len(rejected)} render(s) rejected, {len(skipped)} row(s) skipped",
@@ -56,8 +59,13 @@ def _build_demo(params: FetchParams, out_dir: Path) -> tuple[list[ManifestRow], 
     works = select_works(params)
     workers = default_workers(params.workers)
     clips, rejected = [], []
-    progress = tqdm(render_corpus(works, params, out_dir, workers), total=len(works),
-                    desc="fetch: rendering works", unit="work", file=sys.stderr)
+    progress = tqdm(
+        render_corpus(works, params, out_dir, workers),
+        total=len(works),
+        desc="fetch: rendering works",
+        unit="work",
+        file=sys.stderr,
+    )
     for work_clips, work_rejections in progress:
         clips.extend(work_clips)
         rejected.extend(work_rejections)
@@ -67,14 +75,28 @@ def _build_demo(params: FetchParams, out_dir: Path) -> tuple[list[ManifestRow], 
         writer.writerows((r.work_id, r.track_id, r.reason) for r in rejected)
     if rejected:
         reasons = Counter(r.reason.split(":")[0] for r in rejected)
-        print(f"fetch: rejected {len(rejected)} render(s) ({dict(reasons)}); see {out_dir / 'rejected.csv'}",
-              file=sys.stderr)
-    splits = assign_splits({c.work_id: c.style for c in clips}, params.val_fraction, params.test_fraction,
-                           params.seed)
+        print(
+            f"fetch: rejected {len(rejected)} render(s) ({dict(reasons)}); see {out_dir / 'rejected.csv'}",
+            file=sys.stderr,
+        )
+    splits = assign_splits(
+        {c.work_id: c.style for c in clips}, params.val_fraction, params.test_fraction, params.seed
+    )
     rows = [
-        ManifestRow(track_id=c.track_id, path=c.path, role=c.role, style=c.style, work_id=c.work_id,
-                    split=splits[c.work_id], duration=c.duration, sample_rate=params.sample_rate, label="",
-                    source=c.source, licence=c.licence, instrument=c.instrument)
+        ManifestRow(
+            track_id=c.track_id,
+            path=c.path,
+            role=c.role,
+            style=c.style,
+            work_id=c.work_id,
+            split=splits[c.work_id],
+            duration=c.duration,
+            sample_rate=params.sample_rate,
+            label="",
+            source=c.source,
+            licence=c.licence,
+            instrument=c.instrument,
+        )
         for c in clips
     ]
     return rows, rejected
