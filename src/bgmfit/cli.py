@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 
 from bgmfit import __version__
-from bgmfit.config import DEFAULT_PARAMS, FeaturesParams, FetchParams, load_params
+from bgmfit.config import (
+    DEFAULT_PARAMS,
+    EvaluateParams,
+    FeaturesParams,
+    FetchParams,
+    TrainMatchParams,
+    TrainTripletParams,
+    load_params,
+)
 from bgmfit.errors import BgmfitError
 
 
@@ -26,6 +34,24 @@ def _features(args: argparse.Namespace) -> None:
 
     fetch_params = load_params("fetch", FetchParams, args.params)
     features.run(load_params("features", FeaturesParams, args.params), on_bad_input=fetch_params.on_bad_input)
+
+
+def _train_match(args: argparse.Namespace) -> None:
+    from bgmfit.stages import train_match
+
+    train_match.run(load_params("train_match", TrainMatchParams, args.params))
+
+
+def _train_triplet(args: argparse.Namespace) -> None:
+    from bgmfit.stages import train_triplet
+
+    train_triplet.run(load_params("train_triplet", TrainTripletParams, args.params))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from bgmfit.stages import evaluate
+
+    evaluate.run(load_params("evaluate", EvaluateParams, args.params))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode every track of data/raw/manifest.csv, compute the fused feature matrix and the "
         "MFCC-frame feature, normalise with training-split statistics, and write data/features/.",
     ).set_defaults(handler=_features)
+    commands.add_parser(
+        "train_match",
+        help="train method A, the pair-fit network, into models/match/",
+        description="Train the two-tower pair-fit network on graded foreground/BGM pairs with Lightning, "
+        "tracked in the MLflow experiment train_match ($MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
+    ).set_defaults(handler=_train_match)
+    commands.add_parser(
+        "train_triplet",
+        help="train method B, the triplet style network, into models/triplet/",
+        description="Train the feed-forward triplet network with in-batch mining by style, tracked in the "
+        "MLflow experiment train_triplet.",
+    ).set_defaults(handler=_train_triplet)
+    commands.add_parser(
+        "evaluate",
+        help="score both networks and their baselines on held-out works",
+        description="Evaluate method A and method B on the test split beside two baselines (untrained cosine "
+        "and random); write metrics/match.json, metrics/triplet.json and plots/, and log them to the "
+        "models' MLflow runs.",
+    ).set_defaults(handler=_evaluate)
     return parser
 
 

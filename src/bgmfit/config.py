@@ -293,3 +293,162 @@ def params_from_dict(section: str, cls: type[T], values: dict[str, Any]) -> T:
         raise ConfigError(f"params.yaml: missing key {section}.{missing[0]}")
     kwargs = {f: _coerce(values[f], hints[f], f"{section}.{f}") for f in fields}
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class TrainerParams:
+    """Keys every training section shares (``train_match`` and ``train_triplet``).
+
+    Attributes
+    ----------
+    seed:
+        Seeds Lightning, pair/triplet sampling and weight initialisation.
+    lr, weight_decay:
+        AdamW optimiser settings.
+    max_epochs, min_epochs, patience:
+        Training length and early stopping on the monitored validation metric.
+    gradient_clip:
+        Gradient norm clip value (0 disables clipping).
+    resume:
+        Continue from ``last.ckpt`` of the stage's checkpoint folder; fails if none exists.
+    accelerator, devices, strategy, num_nodes:
+        Passed to ``lightning.Trainer`` (e.g. ``cpu``/``gpu``/``auto``, ``1``, ``auto``/``ddp``).
+    """
+
+    seed: int
+    lr: float
+    weight_decay: float
+    max_epochs: int
+    min_epochs: int
+    patience: int
+    gradient_clip: float
+    resume: bool
+    accelerator: str
+    devices: int
+    strategy: str
+    num_nodes: int
+
+    def _check_trainer(self, section: str) -> None:
+        _require(self.lr > 0, f"{section}.lr", f"must be > 0, got {self.lr}")
+        _require(self.weight_decay >= 0, f"{section}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.max_epochs >= 1, f"{section}.max_epochs", f"must be >= 1, got {self.max_epochs}")
+        _require(
+            0 <= self.min_epochs <= self.max_epochs,
+            f"{section}.min_epochs",
+            f"must be in 0..max_epochs, got {self.min_epochs}",
+        )
+        _require(self.patience >= 1, f"{section}.patience", f"must be >= 1, got {self.patience}")
+        _require(
+            self.gradient_clip >= 0, f"{section}.gradient_clip", f"must be >= 0, got {self.gradient_clip}"
+        )
+        _require(self.devices >= 1, f"{section}.devices", f"must be >= 1, got {self.devices}")
+        _require(self.num_nodes >= 1, f"{section}.num_nodes", f"must be >= 1, got {self.num_nodes}")
+
+
+@dataclass(frozen=True)
+class TrainMatchParams(TrainerParams):
+    """The ``train_match`` section: method A, the pair-fit network.
+
+    Attributes
+    ----------
+    tower_channels, tower_depth, kernel_size:
+        The convolutional tower: channels, blocks, kernel width in segments.
+    embed_dim:
+        Size of each tower's deep feature.
+    fused_dim:
+        Size of the deep fused feature after the fully connected layer.
+    share_towers:
+        One tower for both sides (true) or one per side (false).
+    dropout:
+        Dropout in towers and head.
+    batch_size:
+        Pairs per batch.
+    """
+
+    tower_channels: int
+    tower_depth: int
+    kernel_size: int
+    embed_dim: int
+    fused_dim: int
+    share_towers: bool
+    dropout: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        self._check_trainer("train_match")
+        for key in ("tower_channels", "tower_depth", "embed_dim", "fused_dim", "batch_size"):
+            _require(getattr(self, key) >= 1, f"train_match.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(
+            self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+            "train_match.kernel_size",
+            f"must be a positive odd number, got {self.kernel_size}",
+        )
+        _require(0 <= self.dropout < 1, "train_match.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+TRIPLET_INPUTS = ("mfcc_frames", "fused")
+
+
+@dataclass(frozen=True)
+class TrainTripletParams(TrainerParams):
+    """The ``train_triplet`` section: method B, the triplet style network.
+
+    Attributes
+    ----------
+    input:
+        ``mfcc_frames`` (the method's feature) or ``fused`` (method A's, for comparison).
+    hidden_dim, embed_dim, dropout:
+        The feed-forward branch.
+    margin:
+        Triplet margin on cosine distance.
+    mining:
+        ``semi-hard`` or ``hard`` in-batch negative mining.
+    styles_per_batch, tracks_per_style:
+        Each batch holds this many styles with this many tracks each.
+    batches_per_epoch:
+        Training batches drawn per epoch.
+    """
+
+    input: str
+    hidden_dim: int
+    embed_dim: int
+    dropout: float
+    margin: float
+    mining: str
+    styles_per_batch: int
+    tracks_per_style: int
+    batches_per_epoch: int
+
+    def __post_init__(self) -> None:
+        self._check_trainer("train_triplet")
+        _require(
+            self.input in TRIPLET_INPUTS,
+            "train_triplet.input",
+            f"must be one of {', '.join(TRIPLET_INPUTS)}, got {self.input!r}",
+        )
+        _require(
+            self.mining in ("semi-hard", "hard"),
+            "train_triplet.mining",
+            f"must be 'semi-hard' or 'hard', got {self.mining!r}",
+        )
+        _require(0 < self.margin <= 2, "train_triplet.margin", f"must be in (0, 2], got {self.margin}")
+        _require(self.styles_per_batch >= 2, "train_triplet.styles_per_batch", "must be >= 2 (negatives)")
+        _require(self.tracks_per_style >= 2, "train_triplet.tracks_per_style", "must be >= 2 (positives)")
+        for key in ("hidden_dim", "embed_dim", "batches_per_epoch"):
+            _require(
+                getattr(self, key) >= 1, f"train_triplet.{key}", f"must be >= 1, got {getattr(self, key)}"
+            )
+        _require(0 <= self.dropout < 1, "train_triplet.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The ``evaluate`` section.
+
+    Attributes
+    ----------
+    seed:
+        Seeds the random baselines.
+    """
+
+    seed: int

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import TINY_FETCH, environment, write_params
+from tests.integration.helpers import TINY_PIPELINE, environment, write_params
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
@@ -29,16 +29,19 @@ def project(tmp_path: Path) -> Path:
         REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    write_params(tmp_path, fetch=TINY_FETCH)
+    write_params(tmp_path, **TINY_PIPELINE)
     _run(tmp_path, "git", "init", "-q")
     _run(tmp_path, "dvc", "init", "-q")
     return tmp_path
 
 
+STAGES = ("fetch", "features", "train_match", "train_triplet", "evaluate")
+
+
 def test_repro_runs_each_stage_once_and_then_only_what_changed(project: Path):
     first = _run(project, "dvc", "repro")
-    assert "Running stage 'fetch'" in first and "Running stage 'features'" in first
-    assert (project / "data/features/fused.npy").is_file()
+    assert all(f"Running stage '{stage}'" in first for stage in STAGES), first
+    assert (project / "data/features/fused.npy").is_file() and (project / "plots/match_roc_pr.png").is_file()
 
     second = _run(project, "dvc", "repro")
     assert "Running stage" not in second
@@ -50,4 +53,17 @@ def test_repro_runs_each_stage_once_and_then_only_what_changed(project: Path):
     assert "Running stage 'features'" in third and "Running stage 'fetch'" not in third
 
     shown = _run(project, "dvc", "metrics", "show")
-    assert "metrics/fetch.json" in shown and "metrics/features.json" in shown
+    for name in ("fetch", "features", "match", "triplet"):
+        assert f"metrics/{name}.json" in shown
+    assert "baseline_random" in shown
+
+
+def test_an_experiment_changes_the_metrics_that_diff_shows(project: Path):
+    _run(project, "dvc", "repro")
+    _run(project, "git", "add", "-A")
+    _run(
+        project, "git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "baseline"
+    )
+    _run(project, "dvc", "exp", "run", "-S", "train_triplet.margin=0.3")
+    diff = _run(project, "dvc", "metrics", "diff")
+    assert "metrics/triplet.json" in diff and "metrics/fetch.json" not in diff

@@ -1,0 +1,129 @@
+"""Lightning datamodules: graded pairs (method A) and style batches (method B).
+
+Training samples are redrawn every epoch from a generator seeded by the seed
+and the epoch number, so a resumed run sees the same data as an unbroken one.
+Validation uses one fixed draw from the held-out works.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bgmfit.data.pairs import sample_pairs
+from bgmfit.data.store import FeatureStore
+from bgmfit.data.triplets import style_batches
+from bgmfit.errors import BgmfitError
+
+
+class PairDataset(Dataset):
+    """``(foreground fused, bgm fused, grade)`` for fixed pairs of rows."""
+
+    def __init__(self, fused: np.ndarray, pairs: np.ndarray, grades: np.ndarray) -> None:
+        self.fused = torch.from_numpy(fused)
+        self.pairs = pairs
+        self.grades = torch.from_numpy(grades)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        foreground, bgm = self.pairs[index]
+        return self.fused[foreground], self.fused[bgm], self.grades[index]
+
+
+class PairDataModule(L.LightningDataModule):
+    """Balanced graded pairs from the ``features`` outputs; train on train works, validate on val works."""
+
+    def __init__(self, store: FeatureStore, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.store, self.batch_size, self.seed = store, batch_size, seed
+        for split in ("train", "val"):
+            if sample_pairs(store, split, np.random.default_rng(0))[0].size == 0:
+                raise BgmfitError(
+                    f"no foreground/BGM pairs in the {split} split; method A needs works with both a "
+                    "foreground (or narration) and a bgm track in each split"
+                )
+
+    def _loader(self, split: str, rng: np.random.Generator, shuffle: bool) -> DataLoader:
+        pairs, grades = sample_pairs(self.store, split, rng)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return DataLoader(
+            PairDataset(self.store.fused, pairs, grades),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        return self._loader("train", np.random.default_rng([self.seed, epoch]), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", np.random.default_rng([self.seed, 10**6]), shuffle=False)
+
+
+class StyleBatchDataset(Dataset):
+    """Each item is a whole batch: ``(features of its tracks, their style ids)``."""
+
+    def __init__(self, features: np.ndarray, style_ids: np.ndarray, batches: list[np.ndarray]) -> None:
+        self.features = torch.from_numpy(features)
+        self.style_ids = torch.from_numpy(style_ids)
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        rows = torch.from_numpy(self.batches[index])
+        return self.features[rows], self.style_ids[rows]
+
+
+class TripletDataModule(L.LightningDataModule):
+    """Style-balanced batches of catalogue music (BGM and music tracks) for in-batch mining.
+
+    Parameters
+    ----------
+    store:
+        The feature store.
+    input_name:
+        ``mfcc_frames`` or ``fused``.
+    styles_per_batch, tracks_per_style, batches_per_epoch, seed:
+        See :class:`bgmfit.config.TrainTripletParams`.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        input_name: str,
+        styles_per_batch: int,
+        tracks_per_style: int,
+        batches_per_epoch: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.features = store.mfcc_frames if input_name == "mfcc_frames" else store.fused
+        self.style_names = sorted({t.style for t in store.tracks})
+        self.style_ids = np.array([self.style_names.index(t.style) for t in store.tracks], dtype=np.int64)
+        self.store = store
+        self.shape = (styles_per_batch, tracks_per_style, batches_per_epoch)
+        self.seed = seed
+
+    def _loader(self, split: str, n_batches: int, rng: np.random.Generator) -> DataLoader:
+        rows = self.store.catalogue(split)
+        styles = [self.store.tracks[i].style for i in rows]
+        try:
+            batches = style_batches(rows, styles, self.shape[0], self.shape[1], n_batches, rng)
+        except ValueError as exc:
+            raise BgmfitError(f"train_triplet: {split} split: {exc}") from None
+        # batch_size=None: each dataset item already is a batch.
+        return DataLoader(StyleBatchDataset(self.features, self.style_ids, batches), batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        return self._loader("train", self.shape[2], np.random.default_rng([self.seed, epoch]))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", max(4, self.shape[2] // 4), np.random.default_rng([self.seed, 10**6]))

@@ -1,0 +1,1 @@
+"""Held-out evaluation of both networks and their baselines: metrics and plots."""

@@ -1,0 +1,1 @@
+"""The two networks: LightningModules here, their plain ``nn.Module`` parts in ``components``."""

@@ -1,0 +1,137 @@
+"""One way to train either network: seeded Lightning, checkpoints that resume, an MLflow run.
+
+The MLflow run is opened around the whole stage, so any exception - inside
+Lightning or after it - ends the run FAILED instead of leaving it RUNNING.
+A killed run keeps ``last.ckpt`` and the run id beside it; ``resume: true``
+continues both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import mlflow
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+from bgmfit.config import TrainerParams
+from bgmfit.errors import BgmfitError
+from bgmfit.tracking.runs import dvc_output_hash, git_commit, tracking_uri
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a finished training leaves behind."""
+
+    run_id: str
+    best_checkpoint: str
+    best_score: float
+    epochs: int
+    global_step: int
+
+
+@contextmanager
+def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[mlflow.ActiveRun]:
+    """Open (or, when resuming, reopen) the stage's MLflow run.
+
+    Raises
+    ------
+    BgmfitError
+        If ``resume`` is true but there is no ``last.ckpt`` to resume from.
+    """
+    run_id = None
+    if resume:
+        if not (checkpoint_dir / "last.ckpt").is_file():
+            raise BgmfitError(
+                f"resume is true but {checkpoint_dir / 'last.ckpt'} does not exist; "
+                "set resume: false to train from scratch"
+            )
+        id_file = checkpoint_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+    else:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_id=run_id) as run:
+        (checkpoint_dir / RUN_ID_FILE).write_text(run.info.run_id + "\n")
+        yield run
+
+
+def train(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    params: TrainerParams,
+    checkpoint_dir: Path,
+    run: mlflow.ActiveRun,
+    monitor: str,
+    mode: str,
+    callbacks: list[L.Callback] | None = None,
+) -> TrainingResult:
+    """Fit ``module`` and return the best checkpoint by ``monitor`` (``mode`` min or max).
+
+    Metrics are logged per epoch into ``run``; params, the git commit and the DVC
+    hash of the features are logged once. With ``params.resume`` the fit continues
+    from ``checkpoint_dir/last.ckpt`` with its epoch and step counts.
+    """
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    mlflow.set_tags({"git_commit": git_commit(), "dvc_features_md5": dvc_output_hash("data/features")})
+    if not params.resume:
+        # Lightning logs the module's hyper-parameters itself; they repeat these keys with equal values.
+        mlflow.log_params(asdict(params))
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=params.max_epochs,
+        min_epochs=params.min_epochs,
+        accelerator=params.accelerator,
+        devices=params.devices,
+        strategy=params.strategy,
+        num_nodes=params.num_nodes,
+        deterministic=True,
+        gradient_clip_val=params.gradient_clip or None,
+        callbacks=[
+            checkpoint,
+            EarlyStopping(monitor=monitor, mode=mode, patience=params.patience),
+            *(callbacks or []),
+        ],
+        logger=MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
+        reload_dataloaders_every_n_epochs=1,
+        log_every_n_steps=50,
+        enable_model_summary=False,
+    )
+    resume_from = str(checkpoint_dir / "last.ckpt") if params.resume else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if not checkpoint.best_model_path:
+        raise BgmfitError(f"training produced no checkpoint for {monitor}; is the validation split empty?")
+    best_score = float(checkpoint.best_model_score)
+    mlflow.log_metric(f"best/{monitor.replace('/', '_')}", best_score)
+    mlflow.set_tags({"best_checkpoint": checkpoint.best_model_path, "monitor": f"{monitor} ({mode})"})
+    return TrainingResult(
+        run_id=run.info.run_id,
+        best_checkpoint=checkpoint.best_model_path,
+        best_score=best_score,
+        epochs=trainer.current_epoch,
+        global_step=trainer.global_step,
+    )
+
+
+def write_result(path: Path, result: TrainingResult, extra: dict | None = None) -> None:
+    """Record a training's outcome as JSON beside the model, for later stages."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**asdict(result), **(extra or {})}, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,76 @@
+"""Method B as a LightningModule: a shared feed-forward branch trained with triplet margin loss.
+
+The three branches of the triplet network are one module applied to the
+anchor, positive and negative; mining picks the triplets inside each batch.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from bgmfit.models.components import FeedForwardBranch
+from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
+
+MONITOR, MODE = "val/triplet_satisfaction", "max"
+
+
+class TripletModule(L.LightningModule):
+    """The triplet style network.
+
+    Parameters
+    ----------
+    in_features:
+        Flattened input length.
+    hidden_dim, embed_dim, dropout:
+        See :class:`bgmfit.models.components.FeedForwardBranch`.
+    margin:
+        Triplet margin on cosine distance.
+    mining:
+        ``semi-hard`` or ``hard``.
+    lr, weight_decay:
+        AdamW settings.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_dim: int,
+        embed_dim: int,
+        dropout: float,
+        margin: float,
+        mining: str,
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.branch = FeedForwardBranch(in_features, hidden_dim, embed_dim, dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings ``(batch, embed_dim)``."""
+        return self.branch(features)
+
+    def _common_step(self, batch, stage: str) -> torch.Tensor:
+        features, styles = batch
+        distances = cosine_distances(self.branch(features))
+        anchor, positive, negative = mine_triplets(
+            distances, styles, self.hparams.margin, self.hparams.mining
+        )
+        loss = triplet_margin_loss(distances, anchor, positive, negative, self.hparams.margin)
+        size = styles.numel()
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        satisfaction = constraint_satisfaction(distances.detach(), styles)
+        self.log(f"{stage}/triplet_satisfaction", satisfaction, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

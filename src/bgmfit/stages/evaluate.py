@@ -1,0 +1,122 @@
+"""``evaluate`` stage: both networks and their baselines on the held-out works.
+
+Writes ``metrics/match.json`` and ``metrics/triplet.json`` (DVC metrics), the
+plots under ``plots/`` (DVC plots), and logs both to the MLflow run of the
+model that was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+
+from bgmfit.config import EvaluateParams
+from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.evaluation import plots
+from bgmfit.evaluation.evaluate import (
+    match_metrics,
+    match_reliability,
+    score_match,
+    score_triplet,
+    triplet_metrics,
+)
+from bgmfit.models.match_module import MatchModule
+from bgmfit.models.triplet_module import TripletModule
+from bgmfit.stages.common import write_json
+from bgmfit.tracking.runs import tracking_uri
+
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+
+
+def run(
+    params: EvaluateParams,
+    features_dir: Path = FEATURES_DIR,
+    models_dir: Path = MODELS_DIR,
+    metrics_dir: Path = METRICS_DIR,
+    plots_dir: Path = PLOTS_DIR,
+) -> dict:
+    """Evaluate both networks; return ``{"match": ..., "triplet": ...}`` as written to ``metrics_dir``."""
+    store = FeatureStore.load(features_dir)
+    match_training = _training(models_dir / "match")
+    triplet_training = _training(models_dir / "triplet")
+    try:
+        match_model = MatchModule.load_from_checkpoint(models_dir / "match/model.ckpt", map_location="cpu")
+        match = score_match(store, match_model, params.seed)
+        triplet = score_triplet(
+            store,
+            TripletModule.load_from_checkpoint(models_dir / "triplet/model.ckpt", map_location="cpu"),
+            triplet_training.get("input", "mfcc_frames"),
+            params.seed,
+        )
+    except ValueError as exc:
+        raise BgmfitError(f"evaluate: {exc}") from None
+
+    match_result, match_per_style = match_metrics(match)
+    triplet_result, triplet_per_style = triplet_metrics(triplet)
+
+    fits = match.relevance.ravel() > 0
+    match_plots = plots.curves(plots_dir, fits, {k: v.ravel() for k, v in match.scores.items()})
+    match_plots += plots.reliability(plots_dir, match_reliability(match))
+    match_plots += plots.per_style_bars(plots_dir, "match", "recall@10", _pick(match_per_style, "recall@10"))
+    triplet_plots = plots.projection(plots_dir, "triplet", triplet.embeddings, triplet.styles)
+    triplet_plots += plots.per_style_bars(
+        plots_dir, "triplet", "precision@10", _pick(triplet_per_style, "precision@10")
+    )
+    write_json(metrics_dir / "match.json", match_result)
+    write_json(metrics_dir / "triplet.json", triplet_result)
+    _log_to_run(match_training["run_id"], match_result, match_plots)
+    _log_to_run(triplet_training["run_id"], triplet_result, triplet_plots)
+    _report(match_result, triplet_result)
+    return {"match": match_result, "triplet": triplet_result}
+
+
+def _training(folder: Path) -> dict:
+    path = folder / "training.json"
+    if not path.is_file() or not (folder / "model.ckpt").is_file():
+        raise BgmfitError(f"{folder}: no trained model; run its training stage first (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def _pick(per_style: dict[str, dict[str, dict[str, float]]], metric: str) -> dict[str, dict[str, float]]:
+    return {
+        scorer: {style: block[metric] for style, block in styles.items()}
+        for scorer, styles in per_style.items()
+    }
+
+
+def _flatten(prefix: str, block: dict) -> dict[str, float]:
+    flat = {}
+    for key, value in block.items():
+        name = f"{prefix}/{key}".replace("@", "_at_")
+        if isinstance(value, dict):
+            flat |= _flatten(name, value)
+        elif isinstance(value, int | float) and value == value:  # MLflow rejects NaN
+            flat[name] = float(value)
+    return flat
+
+
+def _log_to_run(run_id: str, result: dict, figures: list[Path]) -> None:
+    mlflow.set_tracking_uri(tracking_uri())
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(_flatten("test", result))
+        for figure in figures:
+            mlflow.log_artifact(str(figure), artifact_path="evaluation")
+
+
+def _report(match: dict, triplet: dict) -> None:
+    def line(name: str, block: dict, keys: list[str]) -> str:
+        return f"  {name:<16}" + "  ".join(f"{k} {block[k]:.3f}" for k in keys)
+
+    keys_a = ["roc_auc", "pr_auc", "recall@1", "recall@10", "mrr", "ndcg@10", "ece"]
+    keys_b = ["precision@10", "map@10", "triplet_satisfaction"]
+    lines = ["evaluate: method A (pair fit) on held-out works"]
+    lines += [line(n, match[n], keys_a) for n in ("model", "baseline_cosine", "baseline_random")]
+    lines += ["evaluate: method B (triplet style) on held-out works"]
+    lines += [line(n, triplet[n], keys_b) for n in ("model", "baseline_cosine", "baseline_random")]
+    print("\n".join(lines), file=sys.stderr)

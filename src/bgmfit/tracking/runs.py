@@ -1,0 +1,47 @@
+"""Where runs go and what every run records about its provenance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+#: SQLite in the repository root, with artefacts beside it; MLFLOW_TRACKING_URI overrides it.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    """The tracking store: ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def git_commit() -> str:
+    """The checked-out commit (with ``-dirty`` when tracked files changed), or ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def dvc_output_hash(output: str, lock: Path = Path("dvc.lock")) -> str:
+    """The md5 that ``dvc.lock`` records for a stage output (e.g. ``data/features``), or ``unknown``."""
+    if not lock.is_file():
+        return "unknown"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") == output:
+                return str(out.get("md5", "unknown"))
+    return "unknown"

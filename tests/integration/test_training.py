@@ -1,0 +1,162 @@
+"""Real Lightning training of both networks, on a tiny synthetic feature store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import pytest
+
+from bgmfit.config import TrainMatchParams, TrainTripletParams, load_params
+from bgmfit.data.datamodules import PairDataModule, TripletDataModule
+from bgmfit.data.manifest import ManifestRow, write_manifest
+from bgmfit.data.store import FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.models.match_module import MatchModule
+from bgmfit.models.training import stage_run, train
+from bgmfit.models.triplet_module import TripletModule
+from bgmfit.stages import train_match, train_triplet
+from tests.signals import REPO
+
+pytestmark = pytest.mark.slow
+STYLES, WORKS = ("calm", "lively", "dark"), 6
+
+
+def _write_store(folder: Path, rng: np.random.Generator) -> Path:
+    """Fused matrices and MFCC frames where each style has its own mean, as the features stage writes them."""
+    rows, fused, frames = [], [], []
+    for s, style in enumerate(STYLES):
+        for w in range(WORKS):
+            split = "train" if w < 4 else "val" if w == 4 else "test"
+            for role in ("foreground", "bgm", "music"):
+                rows.append(
+                    ManifestRow(
+                        f"{style}-{w}-{role}",
+                        "x.flac",
+                        role,
+                        style,
+                        f"{style}-{w}",
+                        split,
+                        10.0,
+                        22050,
+                        "",
+                        "synthetic",
+                        "",
+                    )
+                )
+                fused.append(rng.normal(s, 1.0, size=(10, 101)))
+                frames.append(rng.normal(s, 1.0, size=(32, 20)))
+    folder.mkdir(parents=True)
+    np.save(folder / "fused.npy", np.array(fused, dtype=np.float32))
+    np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
+    write_manifest(rows, folder / "tracks.csv")
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch, rng) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _write_store(tmp_path / "data/features", rng)
+    return tmp_path
+
+
+def _params(cls, section: str, **overrides):
+    params = load_params(section, cls, REPO / "params.yaml")
+    return dataclasses.replace(params, accelerator="cpu", min_epochs=1, **overrides)
+
+
+def test_fast_dev_run_trains_both_networks(project: Path):
+    store = FeatureStore.load(project / "data/features")
+    match = MatchModule(101, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0)
+    triplet = TripletModule(32 * 20, 16, 8, 0.0, 0.2, "semi-hard", 1e-3, 0.0)
+    for module, data in (
+        (match, PairDataModule(store, batch_size=8, seed=0)),
+        (triplet, TripletDataModule(store, "mfcc_frames", 3, 3, 2, seed=0)),
+    ):
+        trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False)
+        trainer.fit(module, datamodule=data)
+        assert trainer.global_step == 1
+
+
+def test_training_stages_log_a_run_with_curves_params_lineage_and_model(project: Path):
+    summary = train_match.run(_params(TrainMatchParams, "train_match", max_epochs=2, batch_size=8))
+    train_triplet.run(
+        _params(
+            TrainTripletParams,
+            "train_triplet",
+            max_epochs=2,
+            batches_per_epoch=3,
+            styles_per_batch=3,
+            tracks_per_style=3,
+        )
+    )
+    assert summary["epochs"] == 2
+    client = mlflow.MlflowClient()
+    for name in ("match", "triplet"):
+        record = json.loads((project / f"models/{name}/training.json").read_text())
+        run = client.get_run(record["run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.params["max_epochs"] == "2" and "embed_dim" in run.data.params
+        assert run.data.tags["git_commit"] and "dvc_features_md5" in run.data.tags
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # one point per epoch
+        assert run.inputs.dataset_inputs, "the dataset lineage is logged"
+        model = mlflow.pytorch.load_model(record["model_uri"])
+        assert model is not None and (project / f"models/{name}/model.ckpt").is_file()
+
+
+def test_resume_continues_from_last_checkpoint_with_its_step_count(project: Path):
+    first = train_match.run(_params(TrainMatchParams, "train_match", max_epochs=2, batch_size=8, patience=50))
+    record = json.loads((project / "models/match/training.json").read_text())
+    resumed = train_match.run(
+        _params(TrainMatchParams, "train_match", max_epochs=4, batch_size=8, patience=50, resume=True)
+    )
+    again = json.loads((project / "models/match/training.json").read_text())
+    assert again["run_id"] == record["run_id"], "the same MLflow run continues"
+    assert resumed["epochs"] == 4 and resumed["steps"] == 2 * first["steps"]
+
+
+def test_resume_without_a_checkpoint_fails_loudly(project: Path):
+    with pytest.raises(BgmfitError, match=r"resume is true but .*last\.ckpt does not exist"):
+        train_match.run(_params(TrainMatchParams, "train_match", resume=True))
+
+
+class _Crash(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        raise RuntimeError("disk full (injected)")
+
+
+def test_an_exception_inside_training_leaves_the_run_failed(project: Path):
+    params = _params(TrainMatchParams, "train_match", max_epochs=3, batch_size=8)
+    store = FeatureStore.load(project / "data/features")
+    module = MatchModule(
+        101,
+        params.tower_channels,
+        params.tower_depth,
+        params.kernel_size,
+        params.embed_dim,
+        params.fused_dim,
+        params.share_towers,
+        params.dropout,
+        params.lr,
+        params.weight_decay,
+    )
+    checkpoints = project / "models/match/checkpoints"
+    with pytest.raises(RuntimeError, match="injected"):
+        with stage_run("train_match", checkpoints, resume=False) as active:
+            run_id = active.info.run_id
+            train(
+                module,
+                PairDataModule(store, 8, 0),
+                params,
+                checkpoints,
+                active,
+                "val/loss",
+                "min",
+                [_Crash()],
+            )
+    assert mlflow.MlflowClient().get_run(run_id).info.status == "FAILED"

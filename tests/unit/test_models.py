@@ -1,0 +1,127 @@
+"""Claim conformance: one test per step of each method, on tiny tensors."""
+
+import numpy as np
+import pytest
+import torch
+
+from bgmfit.evaluation.metrics import cosine_distance_matrix, top_k
+from bgmfit.features.fusion import analyse, fit_length
+from bgmfit.features.spectrum import compute_spectrum, mfcc
+from bgmfit.models.components import ConvTower, FeedForwardBranch, MatchHead
+from bgmfit.models.match_module import MatchModule, PairScorer
+from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
+from tests.signals import harmonic_tone
+
+SEGMENTS, COLUMNS = 10, 101
+
+
+def _match(share: bool = False) -> MatchModule:
+    return MatchModule(COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0)
+
+
+# Method A, step 3a: a convolutional structure turns each fused matrix into a deep feature.
+def test_conv_tower_slides_over_the_time_axis_into_a_deep_feature(rng):
+    tower = ConvTower(COLUMNS, channels=16, depth=2, kernel_size=3, embed_dim=8, dropout=0.0).eval()
+    fused = torch.from_numpy(rng.standard_normal((4, SEGMENTS, COLUMNS)).astype(np.float32))
+    assert tower(fused).shape == (4, 8)
+    assert isinstance(tower.convolutions[0], torch.nn.Conv1d) and tower.convolutions[0].in_channels == COLUMNS
+    longer = torch.from_numpy(rng.standard_normal((4, 2 * SEGMENTS, COLUMNS)).astype(np.float32))
+    assert tower(longer).shape == (4, 8)  # the kernel slides; the segment count is free
+
+
+def test_towers_are_shared_only_when_asked():
+    shared = _match(share=True)
+    assert shared.foreground_tower is shared.bgm_tower
+    separate = _match(share=False)
+    assert separate.foreground_tower is not separate.bgm_tower
+
+
+# Method A, steps 3b-3c: concatenation + fully connected layer, then a sigmoid fit in (0, 1).
+def test_head_concatenates_deep_features_and_the_module_outputs_a_fit_in_0_1(rng):
+    head = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0)
+    assert head.fuse[0].in_features == 16 and head.deep_fused(torch.ones(3, 8), torch.ones(3, 8)).shape == (
+        3,
+        12,
+    )
+    model = _match().eval()
+    fused = torch.from_numpy(rng.standard_normal((5, 2, SEGMENTS, COLUMNS)).astype(np.float32) * 50)
+    fit = PairScorer(model)(fused)
+    assert fit.shape == (5,) and torch.all((fit > 0) & (fit < 1))
+    assert torch.allclose(fit, torch.sigmoid(model.logit(fused[:, 0], fused[:, 1])))
+
+
+# Method A, step 5: the tower alone gives the deep feature used for retrieval.
+def test_embed_exposes_each_side_tower(rng):
+    model = _match().eval()
+    fused = torch.from_numpy(rng.standard_normal((2, SEGMENTS, COLUMNS)).astype(np.float32))
+    assert torch.equal(model.embed(fused, "bgm"), model.bgm_tower(fused))
+    with pytest.raises(ValueError, match="side must be"):
+        model.embed(fused, "left")
+
+
+# Method B, step 1: frame the audio, MFCC per frame, concatenate the first N frames.
+def test_method_b_feature_is_the_first_n_mfcc_frames(features_params):
+    y = harmonic_tone(220.0, seconds=features_params.clip_seconds)
+    frames = analyse(y, features_params).mfcc_frames
+    spec = compute_spectrum(
+        fit_length(y, features_params),
+        features_params.sample_rate,
+        features_params.n_fft,
+        features_params.hop_length,
+        features_params.n_mels,
+    )
+    expected = mfcc(spec, features_params.frames_n_mfcc)[: features_params.frames_n]
+    np.testing.assert_allclose(frames, expected, rtol=1e-5)
+    branch = FeedForwardBranch(frames.size, 32, 8, 0.0)
+    assert branch.layers[1].in_features == features_params.frames_n * features_params.frames_n_mfcc
+
+
+# Method B, step 2: one feed-forward branch, shared by anchor, positive and negative.
+def test_branch_output_is_unit_length(rng):
+    branch = FeedForwardBranch(40, 16, 8, 0.0)
+    out = branch(torch.from_numpy(rng.standard_normal((6, 4, 10)).astype(np.float32)))
+    assert out.shape == (6, 8)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(6))
+
+
+# Method B, step 3: triplets with d(a,p) < d(a,n), margin loss, semi-hard or hard mining.
+def test_mining_picks_semi_hard_and_hard_negatives_by_hand():
+    # Items 0,1 are style A; 2,3 are style B. Distances from anchor 0: p=1 at 0.3, n=2 at 0.2, n=3 at 0.4.
+    d = torch.tensor([[0.0, 0.3, 0.2, 0.4], [0.3, 0.0, 0.9, 0.8], [0.2, 0.9, 0.0, 0.5], [0.4, 0.8, 0.5, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    a, p, n = mine_triplets(d, labels, margin=0.2, strategy="hard")
+    first = (a == 0).nonzero().item()
+    assert (p[first].item(), n[first].item()) == (1, 2)  # nearest negative
+    a, p, n = mine_triplets(d, labels, margin=0.2, strategy="semi-hard")
+    first = (a == 0).nonzero().item()
+    assert n[first].item() == 3  # nearest negative that is farther than the positive
+    loss = triplet_margin_loss(d, a, p, n, margin=0.2)
+    assert loss.item() == pytest.approx(
+        np.mean(
+            [
+                max(0, d[x, y] - d[x, z] + 0.2)
+                for x, y, z in zip(a.tolist(), p.tolist(), n.tolist(), strict=True)
+            ]
+        )
+    )
+
+
+def test_constraint_satisfaction_counts_triplets_that_hold():
+    d = torch.tensor([[0.0, 0.3, 0.2, 0.4], [0.3, 0.0, 0.9, 0.8], [0.2, 0.9, 0.0, 0.5], [0.4, 0.8, 0.5, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # (a,p,n): (0,1,2) no, (0,1,3) yes, (1,0,2) yes, (1,0,3) yes,
+    #          (2,3,0) no, (2,3,1) yes, (3,2,0) no, (3,2,1) yes -> 5 of 8
+    assert constraint_satisfaction(d, labels).item() == pytest.approx(5 / 8)
+    e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    torch.testing.assert_close(cosine_distances(e), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+
+
+# Method B, step 4: cosine distances, sorted ascending, first K.
+def test_recommendation_sorts_cosine_distance_ascending_and_keeps_k():
+    target = np.array([[1.0, 0.0]])
+    candidates = np.array([[0.0, 1.0], [1.0, 0.1], [-1.0, 0.0], [1.0, 1.0]])
+    distances = cosine_distance_matrix(target, candidates)
+    order = top_k(distances, 3)[0]
+    assert order.tolist() == [1, 3, 0]
+    assert np.all(np.diff(distances[0, order]) >= 0)
+    assert top_k(distances, 10).shape == (1, 4)
