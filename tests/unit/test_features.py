@@ -129,11 +129,12 @@ def test_two_clips_of_one_tone_are_nearer_than_a_tone_and_noise(features_params,
 
 
 def test_norm_stats_come_from_the_given_rows_and_round_trip(features_params, tmp_path, rng):
-    train = rng.normal(5.0, 2.0, size=(6, features_params.n_segments, 101)).astype(np.float32)
+    width = sum(len(d.columns) for d in dimensions(features_params))
+    train = rng.normal(5.0, 2.0, size=(6, features_params.n_segments, width)).astype(np.float32)
     frames = rng.normal(-3.0, 4.0, size=(6, features_params.frames_n, features_params.frames_n_mfcc))
     stats = NormStats.fit(features_params, train, frames.astype(np.float32))
     z = stats.normalise_fused(train)
-    np.testing.assert_allclose(z.reshape(-1, 101).mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z.reshape(-1, width).mean(axis=0), 0.0, atol=1e-4)
     timbre_width = 3 * features_params.n_mfcc
     np.testing.assert_allclose(
         z[..., :timbre_width].reshape(-1, timbre_width).std(axis=0), 1 / np.sqrt(timbre_width), rtol=1e-3
@@ -142,3 +143,25 @@ def test_norm_stats_come_from_the_given_rows_and_round_trip(features_params, tmp
     again = type(stats).load(tmp_path / "stats.json")
     np.testing.assert_array_equal(again.normalise_fused(train), z)
     assert again.dimensions == stats.dimensions
+
+
+def test_metrical_profile_tells_triple_from_duple_subdivision():
+    def pattern(subdivisions: int, bpm: float = 100.0) -> np.ndarray:
+        # a beat of `subdivisions` equal clicks, the first accented
+        y = np.zeros(10 * SR, dtype=np.float32)
+        beat = 60.0 / bpm
+        for onset in np.arange(0.0, 9.9, beat / subdivisions):
+            start = int(onset * SR)
+            accent = 1.0 if abs(onset / beat - round(onset / beat)) < 1e-6 else 0.4
+            y[start : start + 200] += accent * np.hanning(200).astype(np.float32)
+        return y
+
+    ratios = list(rhythm.METRICAL_RATIOS)
+    profiles = {}
+    for name, subdivisions in (("triple", 3), ("duple", 2)):
+        spec = spectrum_of(pattern(subdivisions))
+        envelope = rhythm.onset_envelope(spec)
+        profiles[name] = rhythm.metrical_profile(envelope, SR, 512, 100.0)
+    third, half = ratios.index(1 / 3), ratios.index(0.5)
+    assert profiles["triple"][third] > profiles["triple"][half]
+    assert profiles["duple"][half] > profiles["duple"][third]

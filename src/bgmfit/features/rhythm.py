@@ -8,7 +8,12 @@ import scipy.fft
 from bgmfit.features.pooling import pool
 from bgmfit.features.spectrum import Spectrum
 
-COLUMNS = ["onset_mean", "onset_std", "pulse_clarity", "tempo_bpm_per_100"]
+#: Lags, as fractions and multiples of the beat, at which the metrical profile samples
+#: the onset autocorrelation: duple (1/2, 2) against triple (1/3, 2/3, 3) subdivision and grouping.
+METRICAL_RATIOS = (0.25, 1 / 3, 0.5, 2 / 3, 0.75, 1.5, 2.0, 3.0, 4.0)
+COLUMNS = ["onset_mean", "onset_std", "pulse_clarity", "tempo_bpm_per_100"] + [
+    f"metre_{r:.2f}" for r in METRICAL_RATIOS
+]
 MIN_BPM, MAX_BPM = 40.0, 240.0
 # Log-normal prior on tempo, as librosa's default: centred on 120 BPM, one octave wide.
 PRIOR_BPM, PRIOR_OCTAVES = 120.0, 1.0
@@ -86,22 +91,41 @@ def pulse_clarity(envelope: np.ndarray, sample_rate: int, hop_length: int) -> fl
     return float(np.clip(ac[min_lag : max_lag + 1].max() / ac[0], 0.0, 1.0))
 
 
-def rhythm(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
-    """Per segment: onset strength mean and spread, pulse clarity; and the whole track's tempo / 100.
+def metrical_profile(envelope: np.ndarray, sample_rate: int, hop_length: int, bpm: float) -> np.ndarray:
+    """Normalised onset autocorrelation at :data:`METRICAL_RATIOS` times the beat period.
+
+    Sampling at fractions of the beat rather than at fixed lags makes the profile
+    independent of tempo, so that it tells a 6/8 jig (strong at 1/3 and 3 beats)
+    from a 4/4 reel (strong at 1/2 and 2) at any speed.
 
     Returns
     -------
     numpy.ndarray
-        ``(n_segments, 4)``, columns as :data:`COLUMNS`.
+        ``(len(METRICAL_RATIOS),)`` in [-1, 1]; zeros when there is no tempo or no onset energy.
+    """
+    ac = _autocorrelation(np.asarray(envelope, dtype=np.float64))
+    if bpm <= 0 or ac[0] <= 0:
+        return np.zeros(len(METRICAL_RATIOS))
+    period = 60.0 * sample_rate / hop_length / bpm
+    lags = np.array(METRICAL_RATIOS) * period
+    return np.interp(lags, np.arange(ac.size), ac / ac[0], right=0.0)
+
+
+def rhythm(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Per segment: onset strength mean and spread, pulse clarity; and for the whole
+    track its tempo / 100 and metrical profile (the same in every segment).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_segments, 13)``, columns as :data:`COLUMNS`.
     """
     envelope = onset_envelope(spec)
-    tempo = estimate_tempo(envelope, spec.sample_rate, spec.hop_length) / 100.0
+    bpm = estimate_tempo(envelope, spec.sample_rate, spec.hop_length)
     clarity = [pulse_clarity(envelope[s:e], spec.sample_rate, spec.hop_length) for s, e in bounds]
-    return np.column_stack(
-        [
-            pool(envelope, bounds, "mean"),
-            pool(envelope, bounds, "std"),
-            np.array(clarity),
-            np.full(len(bounds), tempo),
-        ]
-    ).astype(np.float32)
+    metre = metrical_profile(envelope, spec.sample_rate, spec.hop_length, bpm)
+    track = np.concatenate([[bpm / 100.0], metre])
+    per_segment = np.column_stack(
+        [pool(envelope, bounds, "mean"), pool(envelope, bounds, "std"), np.array(clarity)]
+    )
+    return np.hstack([per_segment, np.tile(track, (len(bounds), 1))]).astype(np.float32)
