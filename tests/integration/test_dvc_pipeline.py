@@ -66,4 +66,4 @@ def test_an_experiment_changes_the_metrics_that_diff_shows(project: Path):
     )
     _run(project, "dvc", "exp", "run", "-S", "train_triplet.margin=0.3")
     diff = _run(project, "dvc", "metrics", "diff")
-    assert "metrics/triplet.json" in diff and "metrics/fetch.json" not in diff
+    assert "metrics/triplet.json" in diff and "metrics/fetch.json" not in diff, diff

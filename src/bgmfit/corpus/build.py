@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -226,8 +225,3 @@ def _level(audio: np.ndarray, level_dbfs: float) -> np.ndarray:
     out = audio * gain
     peak = float(np.abs(out).max())
     return out * (PEAK_LIMIT / peak) if peak > PEAK_LIMIT else out
-
-
-def default_workers(requested: int) -> int:
-    """Worker processes to use: ``requested``, or one per core when it is 0."""
-    return requested or os.cpu_count() or 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,3 +21,8 @@ def fresh_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+def default_workers(requested: int) -> int:
+    """Worker processes to use: ``requested``, or one per CPU core when it is 0."""
+    return requested or os.cpu_count() or 1

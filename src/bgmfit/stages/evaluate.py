@@ -51,7 +51,7 @@ def run(
         triplet = score_triplet(
             store,
             TripletModule.load_from_checkpoint(models_dir / "triplet/model.ckpt", map_location="cpu"),
-            triplet_training.get("input", "mfcc_frames"),
+            triplet_training["input"],
             params.seed,
         )
     except ValueError as exc:

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from bgmfit.config import FeaturesParams
-from bgmfit.corpus.build import default_workers
 from bgmfit.data.manifest import read_manifest, write_manifest
 from bgmfit.errors import BgmfitError
 from bgmfit.features.extract import extract_many
 from bgmfit.features.fusion import NormStats
-from bgmfit.stages.common import fresh_dir, write_json
+from bgmfit.stages.common import default_workers, fresh_dir, write_json
 
 RAW_DIR = Path("data/raw")
 FEATURES_DIR = Path("data/features")

@@ -14,11 +14,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bgmfit.config import FetchParams
-from bgmfit.corpus.build import Rejection, default_workers, render_corpus, select_works
+from bgmfit.corpus.build import Rejection, render_corpus, select_works
 from bgmfit.data.folder import import_folder
 from bgmfit.data.manifest import FOREGROUND_ROLES, ManifestRow, write_manifest
 from bgmfit.data.splits import assign_splits
-from bgmfit.stages.common import fresh_dir, write_json
+from bgmfit.stages.common import default_workers, fresh_dir, write_json
 
 RAW_DIR = Path("data/raw")
 METRICS = Path("metrics/fetch.json")
