@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import lightning as L
 import mlflow
 
 from bgmfit.config import TrainMatchParams
@@ -33,6 +34,8 @@ def run(
     metrics_path: Path = METRICS,
 ) -> dict:
     """Train, keep the best checkpoint, log it to MLflow; return the summary written to ``metrics_path``."""
+    # Seed before the network is built, so that its initial weights are reproducible too.
+    L.seed_everything(params.seed, workers=True, verbose=False)
     store = FeatureStore.load(features_dir)
     datamodule = PairDataModule(store, params.batch_size, params.seed)
     module = MatchModule(
