@@ -11,7 +11,7 @@ Throughput is audio-seconds per CPU-second (1 worker) and per wall-second
 
 Usage (after `make run` has rendered the demo corpus):
 
-    .venv/bin/python -m benchmarks.features --files 48 --repeats 5
+    .venv/bin/python -m benchmarks.features --files 192 --repeats 5
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
         default=Path("data/raw/manifest.csv"),
         help="tracks to read (default: the demo corpus, %(default)s)",
     )
-    parser.add_argument("--files", type=int, default=48, help="files per run (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=192, help="files per run (default: %(default)s)")
     parser.add_argument(
         "--repeats", type=int, default=5, help="runs per configuration (default: %(default)s)"
     )

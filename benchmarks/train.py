@@ -65,10 +65,10 @@ def synthetic_store(features: FeaturesParams) -> FeatureStore:
 
 
 def fit_seconds(make_module, datamodule, batches: int, accelerator: str, logger) -> float:
-    """Wall seconds of ``batches`` training steps (one epoch, no validation)."""
+    """Wall seconds of ``batches`` training steps (over as many epochs as that takes; no validation)."""
     trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=batches,
+        max_steps=batches,
+        max_epochs=-1,
         limit_val_batches=0,
         accelerator=accelerator,
         devices=1,
