@@ -56,3 +56,17 @@ def fit_grade(store: FeatureStore, foreground: int, bgm: int) -> float:
     if fg.work_id == bg.work_id:
         return float(fg.label) if fg.label else SAME_WORK
     return SAME_STYLE if fg.style == bg.style else OTHER_STYLE
+
+
+def all_pairs(store: FeatureStore, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every (foreground, BGM) pair of ``split`` with its structural grade, as the evaluation ranks them.
+
+    Returns
+    -------
+    tuple
+        ``(pairs, grades)`` as for :func:`sample_pairs`.
+    """
+    foregrounds, bgms = store.foregrounds(split), store.bgms(split)
+    pairs = np.array([(f, b) for f in foregrounds for b in bgms], dtype=np.int64).reshape(-1, 2)
+    grades = np.array([fit_grade(store, f, b) for f, b in pairs], dtype=np.float32)
+    return pairs, grades

@@ -14,7 +14,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from bgmfit.models.components import ConvTower, MatchHead
 
-MONITOR, MODE = "val/loss", "min"
+MONITOR, MODE = "val/auroc", "max"
 
 
 class MatchModule(L.LightningModule):

@@ -62,7 +62,7 @@ def run(
         best = MatchModule.load_from_checkpoint(out_dir / "model.ckpt", map_location="cpu")
         model_uri = log_torch_model(PairScorer(best), store.fused[:2][:, None].repeat(2, axis=1))
         write_result(out_dir / "training.json", result, {"model_uri": model_uri, "monitor": MONITOR})
-    summary = {"best_val_loss": result.best_score, "epochs": result.epochs, "steps": result.global_step}
+    summary = {"best_val_auroc": result.best_score, "epochs": result.epochs, "steps": result.global_step}
     write_json(metrics_path, summary)
     print(
         f"train_match: best {MONITOR} {result.best_score:.4f} after {result.epochs} epoch(s); "
