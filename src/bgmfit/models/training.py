@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
 import mlflow
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
 from bgmfit.config import TrainerParams
 from bgmfit.errors import BgmfitError
+from bgmfit.tracking.models import log_torch_model
 from bgmfit.tracking.runs import dvc_output_hash, git_commit, tracking_uri
 
 RUN_ID_FILE = "mlflow_run_id"
@@ -135,3 +139,50 @@ def write_result(path: Path, result: TrainingResult, extra: dict | None = None) 
     """Record a training's outcome as JSON beside the model, for later stages."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**asdict(result), **(extra or {})}, indent=2, sort_keys=True) + "\n")
+
+
+def train_and_log(
+    experiment: str,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    params: TrainerParams,
+    out_dir: Path,
+    monitor: str,
+    mode: str,
+    dataset: tuple[np.ndarray, Path],
+    servable: Callable[[L.LightningModule], torch.nn.Module],
+    example: np.ndarray,
+    extra: dict | None = None,
+) -> TrainingResult:
+    """What both training stages do: train inside the stage's MLflow run, keep the best checkpoint
+    as ``out_dir/model.ckpt``, log the dataset and the servable model, record ``training.json``.
+
+    Parameters
+    ----------
+    dataset:
+        ``(training inputs, the file they came from)``, logged as the run's dataset lineage.
+    servable:
+        Turns the best module into the one-tensor-in model that MLflow logs.
+    example:
+        A small input batch for that model: its MLflow input example and signature.
+    extra:
+        More keys for ``training.json``.
+    """
+    inputs, source = dataset
+    with stage_run(experiment, out_dir / "checkpoints", params.resume) as active:
+        mlflow.log_input(
+            mlflow.data.from_numpy(inputs, source=str(source), name=source.stem), context="training"
+        )
+        result = train(module, datamodule, params, out_dir / "checkpoints", active, monitor, mode)
+        shutil.copyfile(result.best_checkpoint, out_dir / "model.ckpt")
+        best = type(module).load_from_checkpoint(out_dir / "model.ckpt", map_location="cpu")
+        model_uri = log_torch_model(servable(best), example)
+        write_result(
+            out_dir / "training.json", result, {"model_uri": model_uri, "monitor": monitor, **(extra or {})}
+        )
+    print(
+        f"{experiment}: best {monitor} {result.best_score:.4f} after {result.epochs} epoch(s); "
+        f"MLflow run {result.run_id}",
+        file=sys.stderr,
+    )
+    return result
