@@ -124,3 +124,14 @@ def test_tied_notes_become_one_sounding_note():
     assert voice.pitches.tolist() == [69, 71, 72, 74]
     np.testing.assert_allclose(voice.durations / seconds_per_quarter, [4.0, 1.0, 1.0, 2.0])
     np.testing.assert_allclose(voice.onsets / seconds_per_quarter, [0.0, 4.0, 5.0, 6.0])
+
+
+def test_failed_narration_is_rejected_with_its_reason_and_music_still_renders(
+    tiny_fetch_params, tmp_path: Path, monkeypatch
+):
+    # A real eSpeak NG failure: a voice it does not have.
+    monkeypatch.setitem(STYLES, "chorale", dataclasses.replace(STYLES["chorale"], language="xx-nowhere"))
+    clips, rejected = render_work(_chorale(tiny_fetch_params), tiny_fetch_params, tmp_path)
+    assert sorted(c.role for c in clips) == ["bgm", "foreground"]
+    assert [r.track_id for r in rejected] == ["chorale-bach-bwv269-narration"]
+    assert rejected[0].reason.startswith("narration failed: eSpeak NG has no voice 'xx-nowhere+")

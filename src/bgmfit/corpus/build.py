@@ -14,7 +14,7 @@ import soxr
 from bgmfit.audio import rms_dbfs, write_flac
 from bgmfit.config import FetchParams
 from bgmfit.corpus.catalogue import STYLES, Style, WorkRef, discover_works
-from bgmfit.corpus.narration import narrate
+from bgmfit.corpus.narration import NarrationError, narrate
 from bgmfit.corpus.render import render_voices
 from bgmfit.corpus.scores import ParsedWork, ScoreError, parse_work
 from bgmfit.errors import ConfigError
@@ -124,6 +124,7 @@ def render_work(work: WorkRef, params: FetchParams, out_dir: Path) -> tuple[list
             )
         ]
     start = _window_start(parsed, params.clip_seconds, rng)
+    rejections: list[Rejection] = []
     renders: list[tuple[str, np.ndarray, str, str]] = []  # (role, audio, instrument, licence)
     lead = int(rng.choice(style.lead_programs))
     if style.polyphonic:
@@ -151,14 +152,16 @@ def render_work(work: WorkRef, params: FetchParams, out_dir: Path) -> tuple[list
         )
         if params.narration and style.language and parsed.lyrics:
             variant = str(rng.choice(NARRATOR_VARIANTS))
-            renders.append(
-                (
-                    "narration",
-                    _narration(parsed.lyrics, style, variant, params),
-                    f"espeak-ng:{style.language}+{variant}",
-                    NARRATION_LICENCE,
+            try:
+                speech = _narration(parsed.lyrics, style, variant, params)
+            except NarrationError as exc:
+                rejections.append(
+                    Rejection(work.work_id, f"{work.work_id}-narration", f"narration failed: {exc}")
                 )
-            )
+            else:
+                renders.append(
+                    ("narration", speech, f"espeak-ng:{style.language}+{variant}", NARRATION_LICENCE)
+                )
     else:
         voices = [(voice, lead) for voice in parsed.voices]
         renders.append(
@@ -170,7 +173,7 @@ def render_work(work: WorkRef, params: FetchParams, out_dir: Path) -> tuple[list
             )
         )
 
-    clips, rejections = [], []
+    clips = []
     for role, audio, instrument, licence in renders:
         track_id = f"{work.work_id}-{role}"
         level = rms_dbfs(audio)

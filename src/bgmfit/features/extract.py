@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ class Extraction:
     cached: bool
 
 
+@cache
 def params_digest(params: FeaturesParams) -> str:
     """Hash of everything that changes a track's features (not workers or the cache folder)."""
     relevant = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("workers", "cache_dir")}
@@ -41,22 +43,21 @@ def params_digest(params: FeaturesParams) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def cache_key(path: Path, digest: str) -> str:
-    """Content hash of the file's bytes, combined with the params digest."""
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return f"{sha.hexdigest()[:32]}-{digest}"
+def cache_key(content: bytes, digest: str) -> str:
+    """Content hash of a file's bytes, combined with the params digest."""
+    return f"{hashlib.sha256(content).hexdigest()[:32]}-{digest}"
 
 
 def extract_file(path: str, params: FeaturesParams) -> Extraction:
-    """Features of one audio file, read from the cache when its content was seen before."""
-    digest = params_digest(params)
+    """Features of one audio file, read from the cache when its content was seen before.
+
+    The file is read once: the same bytes give the cache key and, on a miss, the audio.
+    """
     try:
-        key = cache_key(Path(path), digest)
+        content = Path(path).read_bytes()
     except OSError as exc:
         return Extraction(path, None, f"cannot read file ({exc.strerror})", False)
+    key = cache_key(content, params_digest(params))
     cache_file = Path(params.cache_dir) / key[:2] / f"{key}.npz"
     if cache_file.is_file():
         try:
@@ -65,7 +66,7 @@ def extract_file(path: str, params: FeaturesParams) -> Extraction:
         except (OSError, ValueError, KeyError):
             pass  # a torn cache entry is recomputed below and overwritten
     try:
-        y = load_audio(path, params.sample_rate, max_seconds=params.clip_seconds)
+        y = load_audio(content, params.sample_rate, max_seconds=params.clip_seconds, name=path)
     except AudioDecodeError as exc:
         return Extraction(path, None, exc.reason, False)
     features = analyse(y, params)
