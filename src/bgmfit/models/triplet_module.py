@@ -9,10 +9,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from bgmfit.evaluation.metrics import style_retrieval
 from bgmfit.models.components import FeedForwardBranch
 from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
 
-MONITOR, MODE = "val/triplet_satisfaction", "max"
+# Validation sees the whole val catalogue as one batch (TripletDataModule), so
+# this is the same MAP@10 that the evaluation reports on the test split.
+MONITOR, MODE = "val/map_at_10", "max"
 
 
 class TripletModule(L.LightningModule):
@@ -62,6 +65,9 @@ class TripletModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
         satisfaction = constraint_satisfaction(distances.detach(), styles)
         self.log(f"{stage}/triplet_satisfaction", satisfaction, on_step=False, on_epoch=True, batch_size=size)
+        if stage == "val":
+            retrieval = style_retrieval(distances.detach().cpu().numpy(), styles.cpu().numpy())
+            self.log("val/map_at_10", retrieval["map@10"], on_step=False, on_epoch=True, batch_size=size)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

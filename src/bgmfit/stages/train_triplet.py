@@ -64,7 +64,7 @@ def run(
         extra={"input": params.input, "style_names": datamodule.style_names},
     )
     summary = {
-        "best_val_triplet_satisfaction": result.best_score,
+        "best_val_map_at_10": result.best_score,
         "epochs": result.epochs,
         "steps": result.global_step,
     }
