@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from bgmfit.errors import AudioDecodeError
+from bgmfit.errors import AudioDecodeError, UnsupportedAudioError
 
 #: Formats accepted everywhere bgmfit reads audio, as libsndfile names them.
 ACCEPTED_FORMATS = ("WAV", "FLAC", "OGG", "MP3")
@@ -66,7 +66,7 @@ def load_audio(
     try:
         with sf.SoundFile(handle) as f:
             if f.format not in ACCEPTED_FORMATS:
-                raise AudioDecodeError(
+                raise UnsupportedAudioError(
                     label, f"unsupported format {f.format}; accepted: {', '.join(ACCEPTED_FORMATS)}"
                 )
             native_rate = f.samplerate
@@ -75,7 +75,10 @@ def load_audio(
             data = f.read(frames=frames, dtype="float32", always_2d=True)
     except AudioDecodeError:
         raise
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+    except sf.LibsndfileError as exc:
+        # libsndfile could not open it at all: its bytes are not a format it knows.
+        raise UnsupportedAudioError(label, f"not decodable as audio ({_short_reason(exc)})") from None
+    except (RuntimeError, ValueError) as exc:
         raise AudioDecodeError(label, f"not decodable as audio ({_short_reason(exc)})") from None
     if data.shape[0] == 0:
         raise AudioDecodeError(label, "decodes to no samples")
@@ -96,8 +99,8 @@ def load_audio(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def probe_audio(path: str | Path) -> tuple[float, int]:
-    """Read only the header of an audio file.
+def probe_audio(path: str | Path | bytes, name: str | None = None) -> tuple[float, int]:
+    """Read only the header of an audio file (or of an upload's bytes).
 
     Returns
     -------
@@ -107,22 +110,32 @@ def probe_audio(path: str | Path) -> tuple[float, int]:
     Raises
     ------
     AudioDecodeError
-        If the header cannot be read or the format is not accepted.
+        If the header cannot be read or the format is not accepted
+        (:class:`~bgmfit.errors.UnsupportedAudioError`).
     """
-    label = str(path)
-    if not Path(path).is_file():
+    label = name or (str(path) if not isinstance(path, bytes) else "upload")
+    if isinstance(path, bytes):
+        if not path:
+            raise AudioDecodeError(label, "empty file (0 bytes)")
+        handle: io.BytesIO | str = io.BytesIO(path)
+    elif not Path(path).is_file():
         raise AudioDecodeError(label, "file not found")
+    else:
+        handle = str(path)
     try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as exc:
+        with sf.SoundFile(handle) as f:
+            info_format, frames, rate = f.format, f.frames, f.samplerate
+    except sf.LibsndfileError as exc:
+        raise UnsupportedAudioError(label, f"not decodable as audio ({_short_reason(exc)})") from None
+    except RuntimeError as exc:
         raise AudioDecodeError(label, f"not decodable as audio ({_short_reason(exc)})") from None
-    if info.format not in ACCEPTED_FORMATS:
-        raise AudioDecodeError(
-            label, f"unsupported format {info.format}; accepted: {', '.join(ACCEPTED_FORMATS)}"
+    if info_format not in ACCEPTED_FORMATS:
+        raise UnsupportedAudioError(
+            label, f"unsupported format {info_format}; accepted: {', '.join(ACCEPTED_FORMATS)}"
         )
-    if info.frames <= 0:
+    if frames <= 0:
         raise AudioDecodeError(label, "decodes to no samples")
-    return info.frames / info.samplerate, info.samplerate
+    return frames / rate, rate
 
 
 def rms_dbfs(y: np.ndarray) -> float:

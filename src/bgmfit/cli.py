@@ -7,6 +7,7 @@ Each stage sub-command reads its own ``params.yaml`` section; DVC calls them
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from bgmfit.config import (
     EvaluateParams,
     FeaturesParams,
     FetchParams,
+    IndexParams,
+    PackageParams,
+    RegisterParams,
     TrainMatchParams,
     TrainTripletParams,
     load_params,
@@ -52,6 +56,94 @@ def _evaluate(args: argparse.Namespace) -> None:
     from bgmfit.stages import evaluate
 
     evaluate.run(load_params("evaluate", EvaluateParams, args.params))
+
+
+def _register(args: argparse.Namespace) -> None:
+    from bgmfit.stages import register
+
+    features = load_params("features", FeaturesParams, args.params)
+    register.run(load_params("register", RegisterParams, args.params), clip_seconds=features.clip_seconds)
+
+
+def _index(args: argparse.Namespace) -> None:
+    from bgmfit.stages import index
+
+    index.run(
+        load_params("index", IndexParams, args.params), load_params("features", FeaturesParams, args.params)
+    )
+
+
+def _package(args: argparse.Namespace) -> None:
+    from bgmfit.stages import package
+
+    package.run(load_params("package", PackageParams, args.params))
+
+
+def _registry(args: argparse.Namespace) -> None:
+    from bgmfit.tracking import registry
+
+    if args.action == "rollback":
+        if not args.name:
+            raise BgmfitError("registry rollback needs a model name: bgmfit-match or bgmfit-triplet")
+        old, new = registry.rollback(args.name)
+        from bgmfit.stages.register import write_champions
+
+        write_champions()
+        print(
+            f"{args.name}: @champion moved from v{old} back to v{new}; models/champions.json updated. "
+            "Rebuild the index and the bento with `dvc repro` before serving."
+        )
+        return
+    rows = registry.list_versions()
+    if not rows:
+        print("no registered versions yet; run `dvc repro register`")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns))
+
+
+def _recommender(args: argparse.Namespace):
+    from bgmfit.serving.recommender import Limits, from_registry
+
+    package = load_params("package", PackageParams, args.params)
+    limits = Limits(package.max_upload_bytes, package.max_audio_seconds, package.max_top_k)
+    return from_registry(args.index, limits)
+
+
+def _read_upload(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BgmfitError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _print_results(results: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{'rank':>4}  {'track_id':<40} {'style':<10} {'score':>7} {'distance':>8}")
+    for rank, r in enumerate(results, 1):
+        print(f"{rank:>4}  {r['track_id']:<40} {r['style']:<10} {r['score']:>7.4f} {r['distance']:>8.4f}")
+
+
+def _recommend(args: argparse.Namespace) -> None:
+    recommender = _recommender(args)
+    query = recommender.query_from_audio(_read_upload(args.file), str(args.file))
+    _print_results(recommender.recommend(query, args.method, args.k), args.json)
+
+
+def _match(args: argparse.Namespace) -> None:
+    recommender = _recommender(args)
+    query = recommender.query_from_audio(_read_upload(args.file), str(args.file))
+    _print_results(recommender.fit(query, args.track_ids), args.json)
+
+
+def _similar(args: argparse.Namespace) -> None:
+    recommender = _recommender(args)
+    _print_results(recommender.similar(args.track_id, None, args.k), args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +189,71 @@ def build_parser() -> argparse.ArgumentParser:
         "and random); write metrics/match.json, metrics/triplet.json and plots/, and log them to the "
         "models' MLflow runs.",
     ).set_defaults(handler=_evaluate)
+    commands.add_parser(
+        "register",
+        help="register both models in MLflow and promote those that pass the gate to @champion",
+        description="Register each training run's model as a new version of bgmfit-match / bgmfit-triplet "
+        "(once per run), score it and the current champion on the test split, and move @champion only if it "
+        "passes register.*_threshold and beats the champion by register.margin; otherwise @challenger.",
+    ).set_defaults(handler=_register)
+    commands.add_parser(
+        "index",
+        help="embed the catalogue with the champion models into models/index/",
+        description="Embed every catalogue track (BGM and music) with the versions in models/champions.json; "
+        "exact search below index.ann_threshold tracks, FAISS HNSW above. Stamped with the versions and hash.",
+    ).set_defaults(handler=_index)
+    commands.add_parser(
+        "package",
+        help="import the champions into the BentoML store and build the bento",
+        description="Import the index's model versions into the BentoML model store, write "
+        "models/serving.json, run bentoml build from bentofile.yaml and record the tag in models/bento.json.",
+    ).set_defaults(handler=_package)
+    registry = commands.add_parser(
+        "registry",
+        help="list registered versions and aliases, or roll a champion back",
+        description="Without arguments, list every version of bgmfit-match and bgmfit-triplet with its "
+        "aliases and gate score. 'rollback NAME' moves NAME's @champion back to the version it replaced.",
+    )
+    registry.add_argument("action", nargs="?", choices=["list", "rollback"], default="list")
+    registry.add_argument("name", nargs="?", help="bgmfit-match or bgmfit-triplet (for rollback)")
+    registry.set_defaults(handler=_registry)
+
+    def local(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description)
+        sub.add_argument(
+            "--index", type=Path, default=Path("models/index"), help="index folder (default: %(default)s)"
+        )
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        return sub
+
+    recommend = local(
+        "recommend",
+        "rank the catalogue's BGM for an audio file (no server needed)",
+        "Rank the catalogue for FILE with the registry's champions: method A's fit (--method match, the "
+        "default) or method B's style distance (--method triplet).",
+    )
+    recommend.add_argument("file", type=Path, help="audio file: wav, flac, ogg or mp3")
+    recommend.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
+    recommend.add_argument("--method", choices=["match", "triplet"], default="match")
+    recommend.set_defaults(handler=_recommend)
+    match = local(
+        "match",
+        "graded fit of an audio file with named catalogue tracks",
+        "Method A's predicted fit (0..1) of FILE with each catalogue track ID.",
+    )
+    match.add_argument("file", type=Path, help="audio file: wav, flac, ogg or mp3")
+    match.add_argument(
+        "track_ids", nargs="+", metavar="ID", help="catalogue track ids (see models/index/tracks.csv)"
+    )
+    match.set_defaults(handler=_match)
+    similar = local(
+        "similar",
+        "catalogue music most like a catalogue track",
+        "The catalogue tracks nearest to ID by method B's cosine distance, nearest first.",
+    )
+    similar.add_argument("track_id", metavar="ID", help="a catalogue track id (see models/index/tracks.csv)")
+    similar.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
+    similar.set_defaults(handler=_similar)
     return parser
 
 

@@ -8,6 +8,7 @@ out-of-range value fails with a message that names the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -253,6 +254,117 @@ def read_params_file(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """The ``register`` section: the promotion gate of the MLflow model registry.
+
+    Both networks are scored on the test split of the current features; a new
+    version becomes ``@champion`` only if its score reaches the threshold *and*
+    beats the current champion, scored on the same test split, by ``margin``.
+
+    Attributes
+    ----------
+    match_threshold:
+        Least test ROC-AUC (fits vs does not fit) for method A.
+    triplet_threshold:
+        Least test style MAP@10 for method B.
+    margin:
+        How much a candidate must beat the champion's score by.
+    """
+
+    match_threshold: float
+    triplet_threshold: float
+    margin: float
+
+    def __post_init__(self) -> None:
+        for key in ("match_threshold", "triplet_threshold"):
+            value = getattr(self, key)
+            _require(0.0 <= value <= 1.0, f"register.{key}", f"must be in 0..1, got {value}")
+        _require(0.0 <= self.margin < 1.0, "register.margin", f"must be in [0, 1), got {self.margin}")
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """The ``index`` section: the catalogue's embedding index.
+
+    Attributes
+    ----------
+    ann_threshold:
+        Catalogues with at least this many tracks get a FAISS HNSW index;
+        smaller ones are searched exactly with numpy.
+    hnsw_m:
+        Neighbours per node of the HNSW graph (memory against recall).
+    ef_construction, ef_search:
+        HNSW candidate-list sizes when building and when searching (time against recall).
+    """
+
+    ann_threshold: int
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+
+    def __post_init__(self) -> None:
+        for key in ("ann_threshold", "hnsw_m", "ef_construction", "ef_search"):
+            value = getattr(self, key)
+            _require(value >= 2, f"index.{key}", f"must be >= 2, got {value}")
+
+
+@dataclass(frozen=True)
+class PackageParams:
+    """The ``package`` section: the bento and the limits its service enforces.
+
+    Attributes
+    ----------
+    bento_name:
+        Name of the bento that ``bentoml build`` makes.
+    max_upload_mb:
+        Uploads larger than this are refused (413) before they are decoded.
+    max_audio_seconds:
+        Audio longer than this is refused (413); only the first
+        ``features.n_segments * features.segment_seconds`` seconds are analysed.
+    max_top_k:
+        Largest ``top_k`` a request may ask for.
+    max_batch_size, max_latency_ms:
+        Adaptive batching of ``/embed``.
+    timeout_seconds, concurrency:
+        Per-request timeout and concurrent requests per worker.
+    """
+
+    bento_name: str
+    max_upload_mb: float
+    max_audio_seconds: float
+    max_top_k: int
+    max_batch_size: int
+    max_latency_ms: int
+    timeout_seconds: int
+    concurrency: int
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", self.bento_name)),
+            "package.bento_name",
+            f"must be lower-case letters, digits, '_', '.' or '-', got {self.bento_name!r}",
+        )
+        _require(
+            0 < self.max_upload_mb <= 1024,
+            "package.max_upload_mb",
+            f"must be in (0, 1024], got {self.max_upload_mb}",
+        )
+        _require(
+            0 < self.max_audio_seconds <= 36000,
+            "package.max_audio_seconds",
+            f"must be in (0, 36000], got {self.max_audio_seconds}",
+        )
+        for key in ("max_top_k", "max_batch_size", "max_latency_ms", "timeout_seconds", "concurrency"):
+            value = getattr(self, key)
+            _require(value >= 1, f"package.{key}", f"must be >= 1, got {value}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
 
 
 def load_params(section: str, cls: type[T], path: Path | str = DEFAULT_PARAMS) -> T:

@@ -20,3 +20,7 @@ class AudioDecodeError(BgmfitError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+
+class UnsupportedAudioError(AudioDecodeError):
+    """Content that is not audio in an accepted format (judged by its bytes, not its name)."""

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from bgmfit.data.manifest import ManifestRow, write_manifest
 from tests.signals import REPO
 
 TINY_FETCH = {"styles": ["chorale", "madrigal", "reel", "jig"], "works_per_style": 3, "clip_seconds": 4.0}
@@ -24,6 +26,8 @@ TINY_PIPELINE = {
         "tracks_per_style": 2,
         "accelerator": "cpu",
     },
+    # A two-epoch model must still become champion, so that index, package and serving run.
+    "register": {"match_threshold": 0.0, "triplet_threshold": 0.0},
 }
 
 
@@ -41,9 +45,14 @@ def write_params(
     return path
 
 
-def environment() -> dict[str, str]:
-    """This interpreter's scripts first on PATH (so ``bgmfit`` and ``dvc`` resolve), one BLAS thread."""
+def environment(folder: Path | None = None) -> dict[str, str]:
+    """This interpreter's scripts first on PATH (so ``bgmfit`` and ``dvc`` resolve), one BLAS thread.
+
+    With ``folder``, the BentoML store lives in ``folder/.bentoml``, not in the user's home.
+    """
     env = dict(os.environ)
+    if folder is not None:
+        env["BENTOML_HOME"] = str(folder / ".bentoml")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = "1"
     return env
@@ -54,8 +63,42 @@ def bgmfit(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bgmfit", *args],
         cwd=folder,
-        env=environment(),
+        env=environment(folder),
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+STYLES, WORKS = ("calm", "lively", "dark"), 6
+
+
+def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
+    """Fused matrices and MFCC frames where each style has its own mean, as the features stage writes them."""
+    rows, fused, frames = [], [], []
+    for s, style in enumerate(STYLES):
+        for w in range(WORKS):
+            split = "train" if w < 4 else "val" if w == 4 else "test"
+            for role in ("foreground", "bgm", "music"):
+                rows.append(
+                    ManifestRow(
+                        f"{style}-{w}-{role}",
+                        "x.flac",
+                        role,
+                        style,
+                        f"{style}-{w}",
+                        split,
+                        10.0,
+                        22050,
+                        "",
+                        "synthetic",
+                        "",
+                    )
+                )
+                fused.append(rng.normal(s, 1.0, size=(10, 101)))
+                frames.append(rng.normal(s, 1.0, size=(32, 20)))
+    folder.mkdir(parents=True)
+    np.save(folder / "fused.npy", np.array(fused, dtype=np.float32))
+    np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
+    write_manifest(rows, folder / "tracks.csv")
+    return folder

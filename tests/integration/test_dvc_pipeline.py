@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def _run(folder: Path, *command: str) -> str:
     result = subprocess.run(
-        command, cwd=folder, env=environment(), capture_output=True, text=True, timeout=900
+        command, cwd=folder, env=environment(folder), capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -28,7 +28,8 @@ def project(tmp_path: Path) -> Path:
     shutil.copytree(
         REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    for name in ("dvc.yaml", "bentofile.yaml", "constraints.txt"):
+        shutil.copy(REPO / name, tmp_path / name)
     write_params(tmp_path, **TINY_PIPELINE)
     _run(tmp_path, "git", "init", "-q")
     # `dvc exp run` commits experiments; give the scratch repository its own identity.
@@ -38,7 +39,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-STAGES = ("fetch", "features", "train_match", "train_triplet", "evaluate")
+STAGES = ("fetch", "features", "train_match", "train_triplet", "evaluate", "register", "index", "package")
 
 
 def test_repro_runs_each_stage_once_and_then_only_what_changed(project: Path):

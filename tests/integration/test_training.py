@@ -8,60 +8,27 @@ from pathlib import Path
 
 import lightning as L
 import mlflow
-import numpy as np
 import pytest
 
 from bgmfit.config import TrainMatchParams, TrainTripletParams, load_params
 from bgmfit.data.datamodules import PairDataModule, TripletDataModule
-from bgmfit.data.manifest import ManifestRow, write_manifest
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.training import stage_run, train
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.stages import train_match, train_triplet
+from tests.integration.helpers import write_synthetic_store
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
-STYLES, WORKS = ("calm", "lively", "dark"), 6
-
-
-def _write_store(folder: Path, rng: np.random.Generator) -> Path:
-    """Fused matrices and MFCC frames where each style has its own mean, as the features stage writes them."""
-    rows, fused, frames = [], [], []
-    for s, style in enumerate(STYLES):
-        for w in range(WORKS):
-            split = "train" if w < 4 else "val" if w == 4 else "test"
-            for role in ("foreground", "bgm", "music"):
-                rows.append(
-                    ManifestRow(
-                        f"{style}-{w}-{role}",
-                        "x.flac",
-                        role,
-                        style,
-                        f"{style}-{w}",
-                        split,
-                        10.0,
-                        22050,
-                        "",
-                        "synthetic",
-                        "",
-                    )
-                )
-                fused.append(rng.normal(s, 1.0, size=(10, 101)))
-                frames.append(rng.normal(s, 1.0, size=(32, 20)))
-    folder.mkdir(parents=True)
-    np.save(folder / "fused.npy", np.array(fused, dtype=np.float32))
-    np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
-    write_manifest(rows, folder / "tracks.csv")
-    return folder
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch, rng) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    _write_store(tmp_path / "data/features", rng)
+    write_synthetic_store(tmp_path / "data/features", rng)
     return tmp_path
 
 

@@ -1,1 +1,1 @@
-"""MLflow tracking helpers (and, later, the registry gate)."""
+"""MLflow tracking: run provenance, logged models, and the registry gate."""

@@ -15,9 +15,11 @@ import bgmfit
 def log_torch_model(model: torch.nn.Module, example: np.ndarray) -> str:
     """Log ``model`` (in eval mode, on the CPU) under the name ``model`` of the active run.
 
-    The signature is inferred from ``example`` and the model's output on it; the
-    ``bgmfit`` package travels with the model (``code_paths``) so that it loads
-    where bgmfit is not installed.
+    The signature is inferred from ``example`` and the model's output on it. The
+    model is pickled rather than exported (MLflow's default ``pt2``), so that
+    loading it gives back the bgmfit module with its towers and head, which the
+    catalogue index and the service need; the ``bgmfit`` package travels with the
+    model (``code_paths``) so that it loads where bgmfit is not installed.
 
     Returns
     -------
@@ -33,6 +35,7 @@ def log_torch_model(model: torch.nn.Module, example: np.ndarray) -> str:
         signature=infer_signature(example, output),
         input_example=example,
         code_paths=[str(Path(bgmfit.__file__).parent)],
+        serialization_format="pickle",
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
     )
     return info.model_uri

@@ -1,0 +1,210 @@
+"""Catalogue embeddings, cosine search (exact or FAISS HNSW), and the stamp that ties them to models.
+
+An index folder holds:
+
+- ``tracks.csv``: the catalogue tracks, in row order;
+- ``match_deep.npy``: method A's BGM-tower deep feature of every track;
+- ``triplet.npy``: method B's unit-length style embedding of every track;
+- ``triplet.faiss``: an HNSW index over those, for catalogues past ``index.ann_threshold``;
+- ``features.json`` and ``norm_stats.json``: how to turn new audio into the models' inputs;
+- ``stamp.json``: the registered model versions it was built from and the content hash of the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bgmfit.config import FeaturesParams, IndexParams
+from bgmfit.data.store import FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.features.fusion import NormStats
+
+TRACK_COLUMNS = ("track_id", "style", "role", "work_id", "split")
+_HASHED = ("tracks.csv", "match_deep.npy", "triplet.npy", "features.json", "norm_stats.json")
+
+
+class CosineIndex:
+    """Nearest neighbours by cosine distance among unit-length vectors.
+
+    Exact (a matrix-vector product and a partial sort) unless built with
+    ``ann=True``, which uses FAISS's HNSW graph on inner products.
+    """
+
+    def __init__(self, vectors: np.ndarray, hnsw=None, ef_search: int = 64) -> None:
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.hnsw = hnsw
+        self.ef_search = ef_search
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, params: IndexParams) -> CosineIndex:
+        """Exact below ``params.ann_threshold`` vectors, FAISS HNSW from there on."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(vectors) < params.ann_threshold:
+            return cls(vectors, ef_search=params.ef_search)
+        import faiss
+
+        hnsw = faiss.IndexHNSWFlat(vectors.shape[1], params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = params.ef_construction
+        hnsw.add(vectors)
+        return cls(vectors, hnsw, params.ef_search)
+
+    @property
+    def kind(self) -> str:
+        """``exact`` or ``hnsw``."""
+        return "exact" if self.hnsw is None else "hnsw"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest rows for each query, nearest first.
+
+        Parameters
+        ----------
+        queries:
+            ``(q, dim)`` unit-length vectors.
+        k:
+            Neighbours per query (at most the index size).
+
+        Returns
+        -------
+        tuple
+            ``(rows, cosine distances)``, each ``(q, k)``, distances ascending.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, len(self.vectors))
+        if self.hnsw is not None:
+            self.hnsw.hnsw.efSearch = max(self.ef_search, k)
+            similarity, rows = self.hnsw.search(queries, k)
+            return rows, 1.0 - similarity
+        similarity = queries @ self.vectors.T
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1, kind="stable")
+        rows = np.take_along_axis(top, order, axis=1)
+        return rows, 1.0 - np.take_along_axis(similarity, rows, axis=1)
+
+
+@dataclass
+class Catalogue:
+    """A loaded index folder."""
+
+    tracks: list[dict[str, str]]
+    match_deep: np.ndarray  # (tracks, embed_dim), method A's BGM tower
+    triplet: CosineIndex  # method B's style embeddings
+    features: FeaturesParams
+    norm_stats: NormStats
+    stamp: dict
+
+    def __post_init__(self) -> None:
+        self.row_of = {t["track_id"]: i for i, t in enumerate(self.tracks)}
+
+    @property
+    def bgm_rows(self) -> np.ndarray:
+        """Rows of the tracks that are accompaniments (method A's candidates)."""
+        return np.array([i for i, t in enumerate(self.tracks) if t["role"] == "bgm"], dtype=np.int64)
+
+    def versions(self) -> dict[str, int]:
+        """Registered model name -> the version the index was built from."""
+        return {name: int(m["version"]) for name, m in self.stamp["models"].items()}
+
+    @classmethod
+    def load(cls, folder: Path) -> Catalogue:
+        """Load an index folder, checking that its content matches its stamp."""
+        stamp_path = folder / "stamp.json"
+        if not stamp_path.is_file():
+            raise BgmfitError(f"no catalogue index in {folder}; build it with `dvc repro index`")
+        stamp = json.loads(stamp_path.read_text())
+        if content_hash(folder) != stamp["content_sha256"]:
+            raise BgmfitError(f"{folder}: files differ from stamp.json's content hash; rebuild the index")
+        with open(folder / "tracks.csv", newline="") as f:
+            tracks = list(csv.DictReader(f))
+        triplet = np.load(folder / "triplet.npy")
+        hnsw = None
+        if (folder / "triplet.faiss").is_file():
+            import faiss
+
+            hnsw = faiss.read_index(str(folder / "triplet.faiss"))
+        return cls(
+            tracks=tracks,
+            match_deep=np.load(folder / "match_deep.npy"),
+            triplet=CosineIndex(triplet, hnsw, int(stamp.get("ef_search", 64))),
+            features=FeaturesParams(**json.loads((folder / "features.json").read_text())),
+            norm_stats=NormStats.load(folder / "norm_stats.json"),
+            stamp=stamp,
+        )
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over the index's files (everything but the stamp itself)."""
+    digest = hashlib.sha256()
+    for name in (*_HASHED, "triplet.faiss"):
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def build_catalogue(
+    store: FeatureStore,
+    match_model: torch.nn.Module,
+    triplet_model: torch.nn.Module,
+    champions: dict,
+    features: FeaturesParams,
+    norm_stats: Path,
+    params: IndexParams,
+    out: Path,
+) -> dict:
+    """Embed every catalogue track (BGM and music, all splits) with the champions and write ``out``.
+
+    Parameters
+    ----------
+    match_model, triplet_model:
+        The champion versions as loaded from the registry (``PairScorer`` and the feed-forward branch).
+    champions:
+        ``models/champions.json``: name -> ``{"version", "run_id", "input"}``.
+
+    Returns
+    -------
+    dict
+        The stamp written to ``out/stamp.json``.
+    """
+    rows = store.catalogue()
+    if rows.size == 0:
+        raise BgmfitError("the catalogue is empty: the manifest has no bgm or music tracks")
+    triplet_input = champions["bgmfit-triplet"]["input"]
+    inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
+    match_deep = match_model.match.embed(torch.from_numpy(store.fused[rows]), "bgm").numpy()
+    triplet = triplet_model(torch.from_numpy(inputs[rows])).numpy()
+    index = CosineIndex.build(triplet, params)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "tracks.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(TRACK_COLUMNS)
+        for i in rows:
+            writer.writerow([getattr(store.tracks[i], c) for c in TRACK_COLUMNS])
+    np.save(out / "match_deep.npy", match_deep.astype(np.float32))
+    np.save(out / "triplet.npy", triplet.astype(np.float32))
+    if index.hnsw is not None:
+        import faiss
+
+        faiss.write_index(index.hnsw, str(out / "triplet.faiss"))
+    (out / "features.json").write_text(json.dumps(dataclasses.asdict(features), indent=2) + "\n")
+    (out / "norm_stats.json").write_bytes(norm_stats.read_bytes())
+    stamp = {
+        "models": champions,
+        "tracks": int(rows.size),
+        "bgm_tracks": int(sum(store.tracks[i].role == "bgm" for i in rows)),
+        "search": index.kind,
+        "ef_search": params.ef_search,
+        "content_sha256": content_hash(out),
+    }
+    (out / "stamp.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    return stamp

@@ -1,0 +1,1 @@
+"""Answering requests: the recommender shared by the CLI and the BentoML service."""

@@ -1,0 +1,291 @@
+"""Recommendations from the champion models and the catalogue index, with the limits of a public API.
+
+The same :class:`Recommender` answers the CLI (``bgmfit recommend``, ``match``,
+``similar``) and the BentoML service. Every bad input raises
+:class:`RequestError` with the HTTP status it deserves and a message that names
+the problem; nothing a client sends can raise anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bgmfit.audio import load_audio, probe_audio
+from bgmfit.errors import AudioDecodeError, BgmfitError, UnsupportedAudioError
+from bgmfit.features.fusion import analyse
+from bgmfit.index import Catalogue
+
+METHODS = ("match", "triplet")
+
+
+class RequestError(BgmfitError):
+    """A request the service refuses, with its HTTP status (400, 413, 415 or 422)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a request may ask for."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_audio_seconds: float = 600.0
+    max_top_k: int = 100
+
+
+@dataclass(frozen=True)
+class Query:
+    """One piece of audio as the models see it: normalised fused matrix and MFCC frames."""
+
+    fused: np.ndarray  # (n_segments, n_columns)
+    frames: np.ndarray | None  # (frames_n, frames_n_mfcc); None when only a fused array was sent
+
+
+class Recommender:
+    """Method A and method B over one catalogue.
+
+    Parameters
+    ----------
+    match_model:
+        The champion ``PairScorer`` (method A), as logged to MLflow.
+    triplet_model:
+        The champion feed-forward branch (method B).
+    versions:
+        Registered model name -> the version of each model given here.
+    catalogue:
+        The index; it must have been built from exactly ``versions``.
+    limits:
+        Request limits.
+
+    Raises
+    ------
+    BgmfitError
+        If the index was built from other model versions than ``versions``.
+    """
+
+    def __init__(
+        self,
+        match_model: torch.nn.Module,
+        triplet_model: torch.nn.Module,
+        versions: dict[str, int],
+        catalogue: Catalogue,
+        limits: Limits = Limits(),
+    ) -> None:
+        if versions != catalogue.versions():
+            raise BgmfitError(
+                f"the catalogue index was built from {_describe(catalogue.versions())} but the models "
+                f"loaded are {_describe(versions)}; rebuild the index and the bento (dvc repro index package)"
+            )
+        self.match = match_model.match.eval()
+        self.triplet = triplet_model.eval()
+        self.versions = versions
+        self.catalogue = catalogue
+        self.limits = limits
+        self.triplet_input = catalogue.stamp["models"]["bgmfit-triplet"]["input"]
+        features = catalogue.features
+        self.fused_shape = (features.n_segments, len(catalogue.norm_stats.columns))
+        self._bgm_rows = catalogue.bgm_rows
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
+        """Check an upload against the limits, decode it and compute both models' inputs.
+
+        The byte cap is checked first and the duration from the header next, so
+        an oversized upload is never decoded.
+        """
+        if len(content) == 0:
+            raise RequestError(400, f"{name}: empty file (0 bytes)")
+        if len(content) > self.limits.max_upload_bytes:
+            raise RequestError(
+                413,
+                f"{name}: {len(content) / 2**20:.1f} MiB is over the upload limit of "
+                f"{self.limits.max_upload_bytes / 2**20:.1f} MiB",
+            )
+        features = self.catalogue.features
+        try:
+            seconds, _ = probe_audio(content, name)
+            if seconds > self.limits.max_audio_seconds:
+                raise RequestError(
+                    413,
+                    f"{name}: {seconds:.1f} s is over the duration limit of {self.limits.max_audio_seconds:g} s",
+                )
+            audio = load_audio(content, features.sample_rate, max_seconds=features.clip_seconds, name=name)
+        except UnsupportedAudioError as exc:
+            raise RequestError(415, f"{exc}; send WAV, FLAC, OGG/Vorbis or MP3") from None
+        except AudioDecodeError as exc:
+            raise RequestError(400, str(exc)) from None
+        track = analyse(audio, features)
+        norm = self.catalogue.norm_stats
+        return Query(norm.normalise_fused(track.fused), norm.normalise_frames(track.mfcc_frames))
+
+    def query_from_fused(self, fused) -> Query:
+        """Check a normalised fused feature array sent by a client."""
+        try:
+            array = np.asarray(fused, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise RequestError(422, "features: not a numeric array") from None
+        if array.shape != self.fused_shape:
+            raise RequestError(
+                422,
+                f"features: shape {list(array.shape)} is not the fused matrix shape {list(self.fused_shape)}",
+            )
+        if not np.all(np.isfinite(array)):
+            raise RequestError(422, "features: contains NaN or infinite values")
+        return Query(array, None)
+
+    def check_top_k(self, top_k: int) -> int:
+        """``top_k`` if it is within 1..max_top_k."""
+        if not 1 <= top_k <= self.limits.max_top_k:
+            raise RequestError(422, f"top_k must be in 1..{self.limits.max_top_k}, got {top_k}")
+        return top_k
+
+    def _row(self, track_id: str) -> int:
+        if track_id not in self.catalogue.row_of:
+            raise RequestError(422, f"unknown track id {track_id!r}: not in the catalogue")
+        return self.catalogue.row_of[track_id]
+
+    # -- answers --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def foreground_deep(self, fused: np.ndarray) -> np.ndarray:
+        """Method A's foreground deep features of ``(batch, segments, columns)`` fused arrays."""
+        return self.match.embed(torch.from_numpy(np.asarray(fused, dtype=np.float32)), "foreground").numpy()
+
+    @torch.no_grad()
+    def style_embedding(self, query: Query) -> np.ndarray:
+        """Method B's unit-length embedding ``(embed_dim,)`` of a query."""
+        if self.triplet_input == "mfcc_frames":
+            if query.frames is None:
+                raise RequestError(
+                    422,
+                    "method 'triplet' needs audio: the champion bgmfit-triplet reads MFCC frames, "
+                    "which a fused feature array does not carry",
+                )
+            inputs = query.frames
+        else:
+            inputs = query.fused
+        return self.triplet(torch.from_numpy(inputs[None])).numpy()[0]
+
+    def recommend(self, query: Query, method: str = "match", top_k: int = 10) -> list[dict]:
+        """The catalogue tracks that best fit (``match``) or most resemble (``triplet``) the query.
+
+        ``match`` ranks the catalogue's BGM by method A's predicted fit; ``triplet``
+        ranks all catalogue music by ascending cosine distance of method B's
+        embeddings. Each result has ``track_id``, ``style``, ``score`` (fit, or
+        1 - distance / 2) and ``distance`` (cosine, in that method's space).
+        """
+        if method not in METHODS:
+            raise RequestError(422, f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        top_k = self.check_top_k(top_k)
+        if method == "match":
+            fits, distances = self._fit(query.fused, self._bgm_rows)
+            order = np.argsort(-fits, kind="stable")[:top_k]
+            return [self._result(self._bgm_rows[i], fits[i], distances[i]) for i in order]
+        rows, distances = self.catalogue.triplet.search(self.style_embedding(query), top_k)
+        return [self._result(r, 1.0 - d / 2.0, d) for r, d in zip(rows[0], distances[0], strict=True)]
+
+    def fit(self, query: Query, track_ids: list[str]) -> list[dict]:
+        """Method A's graded fit of the query with each named catalogue track, in the order given."""
+        if not track_ids:
+            raise RequestError(422, "track_ids: give at least one catalogue track id")
+        if len(track_ids) > self.limits.max_top_k:
+            raise RequestError(422, f"track_ids: at most {self.limits.max_top_k} ids per request")
+        rows = np.array([self._row(t) for t in track_ids], dtype=np.int64)
+        fits, distances = self._fit(query.fused, rows)
+        return [self._result(r, f, d) for r, f, d in zip(rows, fits, distances, strict=True)]
+
+    def similar(self, track_id: str | None = None, query: Query | None = None, top_k: int = 10) -> list[dict]:
+        """Catalogue music nearest (method B, ascending cosine distance) to a catalogue track or a query.
+
+        A catalogue track is never its own result.
+        """
+        if (track_id is None) == (query is None):
+            raise RequestError(422, "give either a catalogue track_id or an audio file, not both or neither")
+        top_k = self.check_top_k(top_k)
+        if track_id is not None:
+            own = self._row(track_id)
+            rows, distances = self.catalogue.triplet.search(self.catalogue.triplet.vectors[own], top_k + 1)
+            keep = rows[0] != own
+            pairs = list(zip(rows[0][keep], distances[0][keep], strict=True))[:top_k]
+        else:
+            rows, distances = self.catalogue.triplet.search(self.style_embedding(query), top_k)
+            pairs = list(zip(rows[0], distances[0], strict=True))
+        return [self._result(r, 1.0 - d / 2.0, d) for r, d in pairs]
+
+    def model_info(self) -> dict:
+        """Model versions, the index's hash and size, and the limits."""
+        stamp = self.catalogue.stamp
+        return {
+            "models": {
+                name: {"version": version, "alias": "champion", "run_id": stamp["models"][name]["run_id"]}
+                for name, version in self.versions.items()
+            },
+            "index": {
+                "content_sha256": stamp["content_sha256"],
+                "tracks": stamp["tracks"],
+                "bgm_tracks": stamp["bgm_tracks"],
+                "search": stamp["search"],
+            },
+            "limits": {
+                "max_upload_bytes": self.limits.max_upload_bytes,
+                "max_audio_seconds": self.limits.max_audio_seconds,
+                "max_top_k": self.limits.max_top_k,
+                "analysed_seconds": self.catalogue.features.clip_seconds,
+                "fused_shape": list(self.fused_shape),
+                "formats": ["wav", "flac", "ogg", "mp3"],
+            },
+        }
+
+    @torch.no_grad()
+    def _fit(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        foreground = torch.from_numpy(self.foreground_deep(fused[None]))
+        candidates = torch.from_numpy(self.catalogue.match_deep[rows])
+        logits = self.match.head(foreground.expand(len(rows), -1), candidates)
+        distances = 1.0 - F.cosine_similarity(foreground, candidates, dim=1)
+        return torch.sigmoid(logits).numpy(), distances.numpy()
+
+    def _result(self, row: int, score: float, distance: float) -> dict:
+        track = self.catalogue.tracks[int(row)]
+        return {
+            "track_id": track["track_id"],
+            "style": track["style"],
+            "role": track["role"],
+            "score": round(float(score), 6),
+            "distance": round(float(distance), 6),
+        }
+
+
+def _describe(versions: dict[str, int]) -> str:
+    return ", ".join(f"{name} v{v}" for name, v in sorted(versions.items()))
+
+
+def from_registry(index_dir, limits: Limits = Limits()) -> Recommender:
+    """A recommender on the local machine: the index in ``index_dir`` and the registry's champions.
+
+    Raises
+    ------
+    BgmfitError
+        If the index is missing, or the registry's ``@champion`` moved since the index was built.
+    """
+    from bgmfit.tracking.registry import champion_version, client, load_version
+
+    catalogue = Catalogue.load(index_dir)
+    versions = catalogue.versions()
+    mlflow_client = client()
+    for name, version in versions.items():
+        champion = champion_version(mlflow_client, name)
+        if champion is None or int(champion.version) != version:
+            now = "none" if champion is None else f"v{champion.version}"
+            raise BgmfitError(
+                f"the index was built from {name} v{version} but @champion is now {now}; "
+                "rebuild it with `dvc repro index`"
+            )
+    models = {name: load_version(name, str(v)) for name, v in versions.items()}
+    return Recommender(models["bgmfit-match"], models["bgmfit-triplet"], versions, catalogue, limits)

@@ -1,0 +1,165 @@
+"""The BentoML service: ``bentoml serve`` from the repository root, or the built bento.
+
+It loads the champion models that the ``package`` stage imported into the
+BentoML store (``models/serving.json`` names them) and the catalogue index
+(``models/index``), and refuses to start if the index was built from other
+model versions. Every bad input is answered with a 4xx whose message names the
+problem.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated, Literal
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BadInput, BentoMLException, UnprocessableEntity
+from bentoml.validators import DType, Shape
+from fastapi import FastAPI
+from pydantic import AfterValidator, Field
+
+from bgmfit.errors import BgmfitError
+from bgmfit.index import Catalogue
+from bgmfit.serving.recommender import Limits, Query, Recommender, RequestError
+
+#: Where the ``package`` stage wrote the service's configuration; ``BGMFIT_SERVING`` overrides it.
+SERVING_CONFIG = Path(os.environ.get("BGMFIT_SERVING", "models/serving.json"))
+
+
+def _config() -> dict:
+    if not SERVING_CONFIG.is_file():
+        raise BgmfitError(
+            f"{SERVING_CONFIG} is missing: build the models, index and bento first (make run, or "
+            "dvc repro package), and start bentoml serve from the repository root"
+        )
+    return json.loads(SERVING_CONFIG.read_text())
+
+
+CONFIG = _config()
+FUSED_SHAPE = tuple(CONFIG["fused_shape"])
+
+
+class PayloadTooLarge(BentoMLException):
+    """413: an upload over the byte or duration limit."""
+
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaType(BentoMLException):
+    """415: content that is not audio in an accepted format."""
+
+    error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+_STATUS = {400: BadInput, 413: PayloadTooLarge, 415: UnsupportedMediaType, 422: UnprocessableEntity}
+
+
+def _http_error(exc: RequestError) -> BentoMLException:
+    return _STATUS.get(exc.status, BadInput)(str(exc))
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(array)):
+        raise ValueError("features contain NaN or infinite values")
+    return array
+
+
+FusedBatch = Annotated[np.ndarray, Shape((-1, *FUSED_SHAPE)), DType("float32"), AfterValidator(_finite)]
+TopK = Annotated[int, Field(ge=1, le=CONFIG["limits"]["max_top_k"])]
+info_app = FastAPI(title="bgmfit model info")
+
+
+@bentoml.asgi_app(info_app, path="/info")
+@bentoml.service(name=CONFIG.get("bento_name", "bgmfit"), traffic=CONFIG["traffic"], workers=1)
+class BGMFit:
+    """Background-music recommendations: which catalogue BGM fits a clip, and which music is like which."""
+
+    match_model = bentoml.models.BentoModel(CONFIG["models"]["bgmfit-match"])
+    triplet_model = bentoml.models.BentoModel(CONFIG["models"]["bgmfit-triplet"])
+
+    def __init__(self) -> None:
+        import mlflow
+
+        models, versions = {}, {}
+        for name, ref in (("bgmfit-match", self.match_model), ("bgmfit-triplet", self.triplet_model)):
+            models[name] = mlflow.pytorch.load_model(ref.path_of("mlflow_model"), map_location="cpu")
+            versions[name] = int(ref.info.labels["registry_version"])
+        catalogue = Catalogue.load(Path(CONFIG["index_dir"]))
+        # Raises when the index was built from other versions: the service then refuses to start.
+        self.recommender = Recommender(
+            models["bgmfit-match"], models["bgmfit-triplet"], versions, catalogue, Limits(**CONFIG["limits"])
+        )
+        gc.freeze()  # start-up objects never need collecting; fewer long GC pauses under load
+
+    def _query(self, audio: Path | None, features: list | None) -> Query:
+        if (audio is None) == (features is None):
+            raise RequestError(
+                422, "send either an audio file or a fused features array, not both or neither"
+            )
+        if audio is not None:
+            size = audio.stat().st_size
+            if size > self.recommender.limits.max_upload_bytes:  # before a single byte is decoded
+                raise RequestError(
+                    413,
+                    f"upload: {size / 2**20:.1f} MiB is over the upload limit of "
+                    f"{self.recommender.limits.max_upload_bytes / 2**20:.1f} MiB",
+                )
+            return self.recommender.query_from_audio(audio.read_bytes(), "upload")
+        return self.recommender.query_from_fused(features)
+
+    @bentoml.api
+    def recommend(
+        self,
+        audio: Path | None = None,
+        features: list[list[float]] | None = None,
+        top_k: TopK = 10,
+        method: Literal["match", "triplet"] = "match",
+    ) -> list[dict]:
+        """Rank the catalogue for an uploaded clip (wav, flac, ogg, mp3) or a normalised fused array.
+
+        ``method=match`` ranks the catalogue's BGM by method A's predicted fit;
+        ``method=triplet`` ranks all catalogue music by method B's cosine distance.
+        """
+        try:
+            return self.recommender.recommend(self._query(audio, features), method, top_k)
+        except RequestError as exc:
+            raise _http_error(exc) from None
+
+    @bentoml.api
+    def match(self, audio: Path, track_ids: list[str]) -> list[dict]:
+        """Method A's graded fit of an uploaded clip with each of the named catalogue tracks."""
+        try:
+            return self.recommender.fit(self._query(audio, None), track_ids)
+        except RequestError as exc:
+            raise _http_error(exc) from None
+
+    @bentoml.api
+    def similar(self, track_id: str | None = None, audio: Path | None = None, top_k: TopK = 10) -> list[dict]:
+        """Catalogue music nearest to a catalogue track or to uploaded music (method B, cosine distance)."""
+        try:
+            query = None if audio is None else self._query(audio, None)
+            return self.recommender.similar(track_id, query, top_k)
+        except RequestError as exc:
+            raise _http_error(exc) from None
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=CONFIG["batching"]["max_batch_size"],
+        max_latency_ms=CONFIG["batching"]["max_latency_ms"],
+    )
+    def embed(self, features: FusedBatch) -> np.ndarray:
+        """Method A's foreground deep features of ``(batch, segments, columns)`` normalised fused arrays.
+
+        Requests are batched adaptively across clients.
+        """
+        return self.recommender.foreground_deep(features)
+
+    @info_app.get("/model-info")
+    def model_info(self) -> dict:
+        """Model versions and aliases, the index's content hash and size, and the request limits."""
+        return self.recommender.model_info()

@@ -1,0 +1,50 @@
+"""``index`` stage: embed the catalogue with the champion models into ``models/index/``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bgmfit.config import FeaturesParams, IndexParams
+from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.index import build_catalogue
+from bgmfit.stages.common import fresh_dir
+from bgmfit.stages.register import CHAMPIONS
+from bgmfit.tracking.registry import load_version
+
+INDEX_DIR = Path("models/index")
+
+
+def run(
+    params: IndexParams,
+    features: FeaturesParams,
+    features_dir: Path = FEATURES_DIR,
+    champions_path: Path = CHAMPIONS,
+    out: Path = INDEX_DIR,
+) -> dict:
+    """Build the index from the versions named in ``champions_path``; return its stamp."""
+    if not champions_path.is_file():
+        raise BgmfitError(f"{champions_path} is missing; run the register stage first (dvc repro register)")
+    champions = json.loads(champions_path.read_text())
+    store = FeatureStore.load(features_dir)
+    match_model = load_version("bgmfit-match", str(champions["bgmfit-match"]["version"]))
+    triplet_model = load_version("bgmfit-triplet", str(champions["bgmfit-triplet"]["version"]))
+    stamp = build_catalogue(
+        store,
+        match_model,
+        triplet_model,
+        champions,
+        features,
+        features_dir / "norm_stats.json",
+        params,
+        fresh_dir(out),
+    )
+    versions = ", ".join(f"{n} v{m['version']}" for n, m in stamp["models"].items())
+    print(
+        f"index: {stamp['tracks']} catalogue tracks ({stamp['bgm_tracks']} BGM), {stamp['search']} search, "
+        f"from {versions}; sha256 {stamp['content_sha256'][:12]}",
+        file=sys.stderr,
+    )
+    return stamp

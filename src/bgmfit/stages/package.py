@@ -1,0 +1,89 @@
+"""``package`` stage: import the champion models into the BentoML store and ``bentoml build`` the service.
+
+Writes ``models/serving.json`` (the BentoML model tags and limits the service
+reads, included in the bento) and ``models/bento.json`` (the built bento's tag).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bgmfit.config import PackageParams
+from bgmfit.errors import BgmfitError
+from bgmfit.stages.common import write_json
+from bgmfit.tracking.registry import client
+
+INDEX_STAMP = Path("models/index/stamp.json")
+SERVING = Path("models/serving.json")
+BENTO_RECORD = Path("models/bento.json")
+
+
+def import_models(stamp: dict) -> dict[str, str]:
+    """Import each model version named in the index stamp into the BentoML store (once); return the tags.
+
+    The BentoML tag carries the registry version and the run, so that a version
+    is imported only once and a rebuilt registry never collides with an old import.
+    """
+    import bentoml
+
+    client()  # points MLflow at the project's tracking store for the models:/ URIs
+    tags = {}
+    for name, model in stamp["models"].items():
+        tag = f"{name}:v{model['version']}-{model['run_id'][:12]}"
+        try:
+            bentoml.models.get(tag)
+        except bentoml.exceptions.NotFound:
+            bentoml.mlflow.import_model(
+                tag,
+                f"models:/{name}/{model['version']}",
+                labels={"registry_version": str(model["version"]), "alias": "champion"},
+                metadata={"run_id": model["run_id"], "input": model.get("input", "")},
+            )
+        tags[name] = tag
+    return tags
+
+
+def run(
+    params: PackageParams,
+    stamp_path: Path = INDEX_STAMP,
+    serving_path: Path = SERVING,
+    record_path: Path = BENTO_RECORD,
+    bentofile: Path = Path("bentofile.yaml"),
+) -> str:
+    """Import the models, write the service's config and build the bento; return the bento tag."""
+    import bentoml
+
+    if not stamp_path.is_file():
+        raise BgmfitError(f"{stamp_path} is missing; build the index first (dvc repro index)")
+    stamp = json.loads(stamp_path.read_text())
+    tags = import_models(stamp)
+    write_json(
+        serving_path,
+        {
+            "models": tags,
+            "index_dir": str(stamp_path.parent),
+            "fused_shape": _fused_shape(stamp_path.parent),
+            "limits": {
+                "max_upload_bytes": params.max_upload_bytes,
+                "max_audio_seconds": params.max_audio_seconds,
+                "max_top_k": params.max_top_k,
+            },
+            "batching": {"max_batch_size": params.max_batch_size, "max_latency_ms": params.max_latency_ms},
+            "traffic": {"timeout": params.timeout_seconds, "concurrency": params.concurrency},
+            "bento_name": params.bento_name,
+        },
+    )
+    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=".", name=params.bento_name)
+    write_json(
+        record_path, {"bento": str(bento.tag), "models": tags, "index_sha256": stamp["content_sha256"]}
+    )
+    print(f"package: built bento {bento.tag} with {', '.join(tags.values())}", file=sys.stderr)
+    return str(bento.tag)
+
+
+def _fused_shape(index_dir: Path) -> list[int]:
+    features = json.loads((index_dir / "features.json").read_text())
+    columns = json.loads((index_dir / "norm_stats.json").read_text())["columns"]
+    return [int(features["n_segments"]), len(columns)]

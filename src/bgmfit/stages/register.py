@@ -1,0 +1,131 @@
+"""``register`` stage: register both trained models and pass them through the promotion gate.
+
+Writes ``models/champions.json`` (the champion version of each model, which
+the ``index`` stage builds from) and ``metrics/register.json`` (what the gate
+decided).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bgmfit.config import RegisterParams
+from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.tracking.registry import MATCH, TRIPLET, Network, champion_version, client, register_candidate
+from bgmfit.tracking.runs import dvc_output_hash
+
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+CHAMPIONS = MODELS_DIR / "champions.json"
+
+KNOWN_LIMITS = {
+    "match": [
+        "Only the first {seconds:g} s of each side are analysed (features.n_segments x segment_seconds).",
+        "Fit grades come from structure (same work 1.0, same style 0.5, other 0.0), not from listeners.",
+        "Trained on the demo corpus (General MIDI renders of public-domain scores and eSpeak NG narration) "
+        "unless fetch points at your own catalogue; expect a domain gap on studio recordings.",
+    ],
+    "triplet": [
+        "Uses the first features.frames_n MFCC frames only, so it hears timbre and texture, not form.",
+        "Styles that differ mostly in metre (reel, jig, hornpipe, slip jig) are the hardest to separate.",
+        "Trained on the demo corpus unless fetch points at your own catalogue.",
+    ],
+}
+
+
+def run(
+    params: RegisterParams,
+    clip_seconds: float,
+    features_dir: Path = FEATURES_DIR,
+    models_dir: Path = MODELS_DIR,
+    metrics_dir: Path = METRICS_DIR,
+) -> dict:
+    """Register and gate both networks; return the decisions as written to ``metrics/register.json``.
+
+    ``clip_seconds`` is how much audio the features read, for the model cards' limits.
+    """
+    store = FeatureStore.load(features_dir)
+    decisions = {}
+    for network, threshold in ((MATCH, params.match_threshold), (TRIPLET, params.triplet_threshold)):
+        training = _read(models_dir / network.key / "training.json", "run its training stage first")
+        metrics = _read(metrics_dir / f"{network.key}.json", "run the evaluate stage first")
+        card = model_card(network, training, metrics, clip_seconds)
+        decision = register_candidate(network, training, store, threshold, params.margin, card)
+        decisions[network.key] = {
+            "model": decision.name,
+            "version": int(decision.version),
+            "alias": decision.alias,
+            network.metric: decision.score,
+            "new_version": decision.new_version,
+        }
+        if decision.champion_score is not None:
+            decisions[network.key][f"champion_{network.metric}"] = decision.champion_score
+    champions = write_champions(models_dir / "champions.json")
+    _write(metrics_dir / "register.json", decisions)
+    for key, d in decisions.items():
+        state = "new version" if d["new_version"] else "already registered"
+        print(f"register: {d['model']} v{d['version']} ({state}) -> @{d['alias']}", file=sys.stderr)
+    print(
+        "register: champions " + ", ".join(f"{n} v{c['version']}" for n, c in champions.items()),
+        file=sys.stderr,
+    )
+    return decisions
+
+
+def write_champions(path: Path = CHAMPIONS) -> dict:
+    """Record the current ``@champion`` of each model (version, run, input) for the ``index`` stage."""
+    mlflow_client = client()
+    champions = {}
+    for network in (MATCH, TRIPLET):
+        champion = champion_version(mlflow_client, network.name)
+        if champion is None:
+            raise BgmfitError(
+                f"{network.name} has no @champion: no version has passed the gate yet "
+                f"(see `bgmfit registry` and the register section of params.yaml)"
+            )
+        champions[network.name] = {
+            "version": int(champion.version),
+            "run_id": champion.run_id,
+            "input": champion.tags.get("input", "fused"),
+        }
+    _write(path, champions)
+    return champions
+
+
+def model_card(network: Network, training: dict, metrics: dict, seconds: float) -> str:
+    """The Markdown model card of a candidate: data, metrics beside the baselines, params, limits."""
+    mlflow_client = client()
+    params = mlflow_client.get_run(training["run_id"]).data.params
+    scorers = ("model", "baseline_cosine", "baseline_random")
+    keys = [k for k, v in metrics["model"].items() if isinstance(v, int | float)]
+    lines = [
+        "## Data",
+        f"- Features: `data/features`, DVC md5 `{dvc_output_hash('data/features')}`.",
+        f"- Test split: {json.dumps(metrics.get('test', {}))}.",
+        f"- Training run: `{training['run_id']}`, best `{training.get('monitor')}` "
+        f"{training.get('best_score', float('nan')):.4f}.",
+        "",
+        "## Metrics on held-out works",
+        "| metric | " + " | ".join(scorers) + " |",
+        "|---|" + "---|" * len(scorers),
+    ]
+    lines += [f"| {k} | " + " | ".join(f"{metrics[s][k]:.4f}" for s in scorers) + " |" for k in keys]
+    lines += ["", "## Params", "| param | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
+    lines += ["", "## Known limits"]
+    lines += ["- " + limit.format(seconds=seconds) for limit in KNOWN_LIMITS[network.key]]
+    return "\n".join(lines) + "\n"
+
+
+def _read(path: Path, hint: str) -> dict:
+    if not path.is_file():
+        raise BgmfitError(f"{path} is missing; {hint} (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def _write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

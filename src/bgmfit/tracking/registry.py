@@ -1,0 +1,238 @@
+"""The MLflow model registry: versions, the champion/challenger gate, model cards, rollback.
+
+Registered models ``bgmfit-match`` and ``bgmfit-triplet`` use aliases only
+(``@champion``, ``@challenger``); MLflow's stages are deprecated. A version's
+gate outcome is kept in its tags, so that registering the same training run
+again changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from bgmfit.data.store import FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.evaluation.evaluate import match_metrics, score_match, score_triplet, triplet_metrics
+from bgmfit.tracking.runs import tracking_uri
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class Network:
+    """One of the two networks as the registry sees it."""
+
+    key: str  # match | triplet: the stage suffix and the models/ folder
+    name: str  # the registered model
+    metric: str  # the gate metric, a key of the evaluation's metrics
+    metric_label: str
+
+
+MATCH = Network("match", "bgmfit-match", "roc_auc", "test ROC-AUC (fits vs does not fit)")
+TRIPLET = Network("triplet", "bgmfit-triplet", "map@10", "test style MAP@10")
+NETWORKS = {n.name: n for n in (MATCH, TRIPLET)}
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate did with one training run's model."""
+
+    name: str
+    version: str
+    alias: str  # champion | challenger
+    score: float
+    champion_score: float | None  # the previous champion's score on the same test split
+    previous_champion: str | None
+    new_version: bool  # False when the run was registered before (nothing changed)
+
+
+def client() -> MlflowClient:
+    """A registry client on the project's tracking store (``$MLFLOW_TRACKING_URI`` or SQLite)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient()
+
+
+def load_version(name: str, version: str) -> torch.nn.Module:
+    """Load a registered version through ``models:/NAME/VERSION``, on the CPU, in eval mode."""
+    try:
+        model = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
+    except (MlflowException, OSError) as exc:
+        raise BgmfitError(f"cannot load models:/{name}/{version}: {exc}") from None
+    return model.eval()
+
+
+def gate_score(network: Network, model: torch.nn.Module, store: FeatureStore, triplet_input: str) -> float:
+    """The gate metric of a loaded registered model on the test split of ``store``.
+
+    Method A's model is the :class:`~bgmfit.models.match_module.PairScorer`;
+    method B's is the feed-forward branch, fed ``triplet_input`` features.
+    """
+    try:
+        if network is MATCH:
+            metrics, _ = match_metrics(score_match(store, model.match, seed=0))
+        else:
+            metrics, _ = triplet_metrics(score_triplet(store, model, triplet_input, seed=0))
+    except ValueError as exc:
+        raise BgmfitError(f"register: {exc}") from None
+    return float(metrics["model"][network.metric])
+
+
+def champion_version(mlflow_client: MlflowClient, name: str):
+    """The ``@champion`` version of ``name``, or ``None`` when there is none (yet)."""
+    try:
+        return mlflow_client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register_candidate(
+    network: Network,
+    training: dict,
+    store: FeatureStore,
+    threshold: float,
+    margin: float,
+    card: str,
+) -> GateDecision:
+    """Register a training run's logged model and pass it through the gate.
+
+    The version becomes ``@champion`` only if its score reaches ``threshold``
+    and beats the current champion, scored now on the same test split, by
+    ``margin``; otherwise it becomes ``@challenger``. The alias moves last,
+    after the version has loaded through ``models:/`` and scored (the smoke
+    prediction). The previous champion's version is kept in the tag
+    ``previous_champion`` for :func:`rollback`.
+
+    Parameters
+    ----------
+    training:
+        The stage's ``training.json``: ``run_id``, ``model_uri`` and, for method B, ``input``.
+    card:
+        The model card's Markdown body; a header with the version and gate outcome is added.
+    """
+    mlflow_client = client()
+    run_id, triplet_input = training["run_id"], training.get("input", "mfcc_frames")
+    existing = mlflow_client.search_model_versions(f"name='{network.name}' and run_id='{run_id}'")
+    if existing and "gate" in existing[0].tags:
+        tags = existing[0].tags
+        return GateDecision(
+            network.name,
+            str(existing[0].version),
+            tags["gate"],
+            float(tags["gate_score"]),
+            float(tags["champion_score"]) if "champion_score" in tags else None,
+            tags.get("previous_champion"),
+            new_version=False,
+        )
+    if existing:  # registered by an earlier run of this stage that stopped before the gate
+        version = str(existing[0].version)
+    else:
+        version = str(mlflow.register_model(training["model_uri"], network.name).version)
+
+    score = gate_score(network, load_version(network.name, version), store, triplet_input)
+    if not math.isfinite(score):
+        raise BgmfitError(f"{network.name} v{version}: smoke prediction gave a {network.metric} of {score}")
+    champion = champion_version(mlflow_client, network.name)
+    champion_score = None
+    if champion is not None:
+        champion_input = champion.tags.get("input", triplet_input)
+        champion_score = gate_score(
+            network, load_version(network.name, str(champion.version)), store, champion_input
+        )
+    promote = score >= threshold and (champion_score is None or score >= champion_score + margin)
+    alias = CHAMPION if promote else CHALLENGER
+
+    tags = {"gate_metric": network.metric, "gate_score": f"{score:.6f}", "threshold": str(threshold)}
+    if network is TRIPLET:
+        tags["input"] = triplet_input
+    if champion_score is not None:
+        tags["champion_score"] = f"{champion_score:.6f}"
+    if promote and champion is not None:
+        tags["previous_champion"] = str(champion.version)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(network.name, version, key, value)
+    header = _card_header(network, version, alias, score, threshold, champion, champion_score, margin)
+    mlflow_client.update_model_version(network.name, version, description=header + card)
+    mlflow_client.log_text(run_id, header + card, f"model_card/{network.name}-v{version}.md")
+    # The alias moves last, then the tag that marks the gate as done.
+    mlflow_client.set_registered_model_alias(network.name, alias, version)
+    mlflow_client.set_model_version_tag(network.name, version, "gate", alias)
+    return GateDecision(
+        network.name,
+        version,
+        alias,
+        score,
+        champion_score,
+        tags.get("previous_champion"),
+        new_version=not existing,
+    )
+
+
+def _card_header(network, version, alias, score, threshold, champion, champion_score, margin) -> str:
+    if champion_score is None:
+        against = "there was no champion before it"
+    else:
+        against = f"the champion then, v{champion.version}, scored {champion_score:.4f} on the same split"
+    return (
+        f"# {network.name} v{version}\n\n"
+        f"**Gate: `@{alias}`.** {network.metric_label} {score:.4f}; threshold {threshold}, "
+        f"margin {margin}; {against}.\n\n"
+    )
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move ``@champion`` of ``name`` back to the version it replaced.
+
+    Returns
+    -------
+    tuple
+        ``(old champion version, new champion version)``.
+
+    Raises
+    ------
+    BgmfitError
+        If ``name`` is not a bgmfit model, has no champion, or its champion replaced none.
+    """
+    if name not in NETWORKS:
+        raise BgmfitError(f"unknown model {name!r}; expected one of {', '.join(NETWORKS)}")
+    mlflow_client = client()
+    champion = champion_version(mlflow_client, name)
+    if champion is None:
+        raise BgmfitError(f"{name} has no @champion to roll back")
+    previous = champion.tags.get("previous_champion")
+    if previous is None:
+        raise BgmfitError(f"{name} v{champion.version} replaced no earlier champion; nothing to roll back to")
+    mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    mlflow_client.set_model_version_tag(name, str(champion.version), "rolled_back", "true")
+    return str(champion.version), previous
+
+
+def list_versions() -> list[dict[str, str]]:
+    """Every version of both bgmfit models: version, aliases, gate outcome and score, run."""
+    mlflow_client = client()
+    rows = []
+    for name in NETWORKS:
+        versions = mlflow_client.search_model_versions(f"name='{name}'")
+        # search_model_versions leaves aliases empty; the registered model holds them.
+        aliases: dict[str, list[str]] = {}
+        if versions:
+            for alias, version in mlflow_client.get_registered_model(name).aliases.items():
+                aliases.setdefault(str(version), []).append(alias)
+        for v in versions:
+            rows.append(
+                {
+                    "model": name,
+                    "version": str(v.version),
+                    "aliases": ",".join(sorted(aliases.get(str(v.version), []))) or "-",
+                    "gate": v.tags.get("gate", "-"),
+                    "metric": v.tags.get("gate_metric", "-"),
+                    "score": v.tags.get("gate_score", "-"),
+                    "run_id": v.run_id or "-",
+                }
+            )
+    return sorted(rows, key=lambda r: (r["model"], int(r["version"])))

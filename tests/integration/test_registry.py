@@ -1,0 +1,94 @@
+"""The MLflow registry gate on a real SQLite store: champion, challenger, idempotence, rollback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from bgmfit.config import TrainMatchParams, load_params
+from bgmfit.data.store import FeatureStore
+from bgmfit.errors import BgmfitError
+from bgmfit.models.match_module import MatchModule, PairScorer
+from bgmfit.stages import train_match
+from bgmfit.tracking import registry
+from bgmfit.tracking.models import log_torch_model
+from bgmfit.tracking.registry import MATCH, register_candidate
+from tests.integration.helpers import write_synthetic_store
+from tests.signals import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch, rng) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    write_synthetic_store(tmp_path / "data/features", rng)
+    return tmp_path
+
+
+def _untrained_run(seed: int) -> dict:
+    """A run whose logged model is method A with random weights: a candidate that cannot be good."""
+    import torch
+
+    torch.manual_seed(seed)
+    module = MatchModule(101, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0)
+    mlflow.set_tracking_uri(registry.tracking_uri())
+    mlflow.set_experiment("gate_candidates")  # not a stale experiment id from an earlier test's store
+    with mlflow.start_run() as run:
+        uri = log_torch_model(PairScorer(module), np.zeros((2, 2, 10, 101), dtype=np.float32))
+    return {"run_id": run.info.run_id, "model_uri": uri}
+
+
+def _trained_run() -> dict:
+    params = load_params("train_match", TrainMatchParams, REPO / "params.yaml")
+    train_match.run(dataclasses.replace(params, accelerator="cpu", min_epochs=1, max_epochs=8, batch_size=8))
+    return json.loads(Path("models/match/training.json").read_text())
+
+
+def _aliases() -> dict[str, str]:
+    return {r["version"]: r["aliases"] for r in registry.list_versions()}
+
+
+def test_the_gate_promotes_better_keeps_worse_as_challenger_and_rolls_back(project: Path):
+    store = FeatureStore.load(project / "data/features")
+
+    first = register_candidate(MATCH, _untrained_run(1), store, threshold=0.0, margin=0.01, card="first")
+    assert (first.version, first.alias, first.previous_champion) == ("1", "champion", None)
+
+    better = register_candidate(MATCH, _trained_run(), store, threshold=0.0, margin=0.01, card="trained")
+    assert better.score > first.score + 0.01, (better.score, first.score)
+    assert (better.version, better.alias, better.previous_champion) == ("2", "champion", "1")
+    assert better.champion_score == pytest.approx(first.score, abs=1e-6), "the old champion is rescored"
+
+    worse_run = _untrained_run(2)
+    worse = register_candidate(MATCH, worse_run, store, threshold=0.0, margin=0.01, card="worse")
+    assert (worse.version, worse.alias) == ("3", "challenger")
+    assert _aliases() == {"1": "-", "2": "champion", "3": "challenger"}
+
+    again = register_candidate(MATCH, worse_run, store, threshold=0.0, margin=0.01, card="worse")
+    assert not again.new_version and again.version == "3", "the same run never makes a second version"
+    assert len(registry.list_versions()) == 3
+
+    client = registry.client()
+    card = client.get_model_version("bgmfit-match", "2").description
+    assert card.startswith("# bgmfit-match v2") and "`@champion`" in card and "trained" in card
+
+    assert registry.rollback("bgmfit-match") == ("2", "1")
+    assert _aliases()["1"] == "champion"
+    with pytest.raises(BgmfitError, match="v1 replaced no earlier champion"):
+        registry.rollback("bgmfit-match")
+
+
+def test_a_candidate_below_the_threshold_never_becomes_the_first_champion(project: Path):
+    store = FeatureStore.load(project / "data/features")
+    decision = register_candidate(MATCH, _untrained_run(1), store, threshold=0.999, margin=0.0, card="x")
+    assert decision.alias == "challenger" and decision.score < 0.999
+    assert registry.champion_version(registry.client(), "bgmfit-match") is None
+    with pytest.raises(BgmfitError, match="unknown model 'bgmfit-nope'"):
+        registry.rollback("bgmfit-nope")
