@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="embed the catalogue with the champion models into models/index/",
         description="Embed every catalogue track (BGM and music) with the versions in models/champions.json; "
-        "exact search below index.ann_threshold tracks, FAISS HNSW above. Stamped with the versions and hash.",
+        "exact search below index.ann_threshold tracks, FAISS HNSW above; stamped with versions and hash.",
     ).set_defaults(handler=_index)
     commands.add_parser(
         "package",

@@ -114,7 +114,7 @@ class Recommender:
             if seconds > self.limits.max_audio_seconds:
                 raise RequestError(
                     413,
-                    f"{name}: {seconds:.1f} s is over the duration limit of {self.limits.max_audio_seconds:g} s",
+                    f"{name}: {seconds:.1f} s is over the limit of {self.limits.max_audio_seconds:g} s",
                 )
             audio = load_audio(content, features.sample_rate, max_seconds=features.clip_seconds, name=name)
         except UnsupportedAudioError as exc:

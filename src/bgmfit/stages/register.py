@@ -65,7 +65,7 @@ def run(
             decisions[network.key][f"champion_{network.metric}"] = decision.champion_score
     champions = write_champions(models_dir / "champions.json")
     _write(metrics_dir / "register.json", decisions)
-    for key, d in decisions.items():
+    for d in decisions.values():
         state = "new version" if d["new_version"] else "already registered"
         print(f"register: {d['model']} v{d['version']} ({state}) -> @{d['alias']}", file=sys.stderr)
     print(
