@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,10 @@ import pytest
 
 from bgmfit.config import FeaturesParams, FetchParams, load_params
 from tests.signals import REPO
+
+# The tests' BentoML store is their own, never the user's ~/bentoml. Set before anything
+# imports bentoml, which reads it once.
+os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="bgmfit-tests-bentoml-"))
 
 
 @pytest.fixture

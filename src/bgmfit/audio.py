@@ -8,6 +8,7 @@ librosa's ``kaiser_*`` resamplers are 15-100x slower for no audible gain here.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,7 @@ def load_audio(
                 )
             native_rate = f.samplerate
             declared = f.frames
+            _check_wav_length(f, label)
             frames = -1 if max_seconds is None else int(round(max_seconds * native_rate))
             data = f.read(frames=frames, dtype="float32", always_2d=True)
     except AudioDecodeError:
@@ -125,6 +127,7 @@ def probe_audio(path: str | Path | bytes, name: str | None = None) -> tuple[floa
     try:
         with sf.SoundFile(handle) as f:
             info_format, frames, rate = f.format, f.frames, f.samplerate
+            _check_wav_length(f, label)
     except sf.LibsndfileError as exc:
         raise UnsupportedAudioError(label, f"not decodable as audio ({_short_reason(exc)})") from None
     except RuntimeError as exc:
@@ -153,6 +156,23 @@ def write_flac(path: Path, y: np.ndarray, sample_rate: int) -> None:
     """Write mono float audio as 16-bit FLAC, creating parent folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(y, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+
+
+_WAV_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _check_wav_length(f: sf.SoundFile, label: str) -> None:
+    # libsndfile quietly shortens a WAV whose data chunk runs past the end of the file,
+    # so the frame count cannot reveal the cut; its header log still does.
+    if f.format != "WAV":
+        return
+    cut = _WAV_DATA_SIZE.search(f.extra_info)
+    if cut and int(cut.group(2)) < _TRUNCATION_TOLERANCE * int(cut.group(1)):
+        raise AudioDecodeError(
+            label,
+            f"truncated: the WAV header promises {int(cut.group(1))} bytes of audio "
+            f"but only {int(cut.group(2))} are in the file",
+        )
 
 
 def _short_reason(exc: Exception) -> str:

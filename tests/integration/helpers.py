@@ -45,14 +45,12 @@ def write_params(
     return path
 
 
-def environment(folder: Path | None = None) -> dict[str, str]:
+def environment() -> dict[str, str]:
     """This interpreter's scripts first on PATH (so ``bgmfit`` and ``dvc`` resolve), one BLAS thread.
 
-    With ``folder``, the BentoML store lives in ``folder/.bentoml``, not in the user's home.
+    ``BENTOML_HOME`` comes from ``tests/conftest.py``: the session's own BentoML store.
     """
     env = dict(os.environ)
-    if folder is not None:
-        env["BENTOML_HOME"] = str(folder / ".bentoml")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = "1"
     return env
@@ -63,7 +61,7 @@ def bgmfit(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bgmfit", *args],
         cwd=folder,
-        env=environment(folder),
+        env=environment(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def _run(folder: Path, *command: str) -> str:
     result = subprocess.run(
-        command, cwd=folder, env=environment(folder), capture_output=True, text=True, timeout=900
+        command, cwd=folder, env=environment(), capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr

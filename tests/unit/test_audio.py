@@ -75,7 +75,9 @@ def test_rms_dbfs_of_full_scale_sine_is_minus_three():
     assert rms_dbfs(np.zeros(100, dtype=np.float32)) == float("-inf")
 
 
-@pytest.mark.parametrize(("fmt", "suffix"), [("FLAC", ".flac"), ("MP3", ".mp3"), ("OGG", ".ogg")])
+@pytest.mark.parametrize(
+    ("fmt", "suffix"), [("WAV", ".wav"), ("FLAC", ".flac"), ("MP3", ".mp3"), ("OGG", ".ogg")]
+)
 def test_truncated_file_is_reported_not_half_read(tmp_path: Path, rng, fmt, suffix):
     path = tmp_path / f"cut{suffix}"
     sf.write(path, (0.3 * rng.standard_normal(3 * SR)).astype(np.float32), SR, format=fmt)

@@ -41,6 +41,8 @@ def _config() -> dict:
 
 
 CONFIG = _config()
+# serving.json sits in models/ of the repository (or of the bento), and names the index relative to that root.
+INDEX_DIR = SERVING_CONFIG.resolve().parent.parent / CONFIG["index_dir"]
 FUSED_SHAPE = tuple(CONFIG["fused_shape"])
 
 
@@ -74,7 +76,7 @@ TopK = Annotated[int, Field(ge=1, le=CONFIG["limits"]["max_top_k"])]
 info_app = FastAPI(title="bgmfit model info")
 
 
-@bentoml.asgi_app(info_app, path="/info")
+@bentoml.asgi_app(info_app, path="/")
 @bentoml.service(name=CONFIG.get("bento_name", "bgmfit"), traffic=CONFIG["traffic"], workers=1)
 class BGMFit:
     """Background-music recommendations: which catalogue BGM fits a clip, and which music is like which."""
@@ -89,7 +91,7 @@ class BGMFit:
         for name, ref in (("bgmfit-match", self.match_model), ("bgmfit-triplet", self.triplet_model)):
             models[name] = mlflow.pytorch.load_model(ref.path_of("mlflow_model"), map_location="cpu")
             versions[name] = int(ref.info.labels["registry_version"])
-        catalogue = Catalogue.load(Path(CONFIG["index_dir"]))
+        catalogue = Catalogue.load(INDEX_DIR)
         # Raises when the index was built from other versions: the service then refuses to start.
         self.recommender = Recommender(
             models["bgmfit-match"], models["bgmfit-triplet"], versions, catalogue, Limits(**CONFIG["limits"])
@@ -115,7 +117,9 @@ class BGMFit:
     @bentoml.api
     def recommend(
         self,
-        audio: Path | None = None,
+        # `Path = None` rather than `Path | None`: BentoML turns an upload into a Path only for a
+        # plain Path annotation; the default still makes the field optional.
+        audio: Path = None,  # type: ignore[assignment]
         features: list[list[float]] | None = None,
         top_k: TopK = 10,
         method: Literal["match", "triplet"] = "match",
@@ -139,7 +143,12 @@ class BGMFit:
             raise _http_error(exc) from None
 
     @bentoml.api
-    def similar(self, track_id: str | None = None, audio: Path | None = None, top_k: TopK = 10) -> list[dict]:
+    def similar(
+        self,
+        track_id: str | None = None,
+        audio: Path = None,  # type: ignore[assignment]  (see recommend)
+        top_k: TopK = 10,
+    ) -> list[dict]:
         """Catalogue music nearest to a catalogue track or to uploaded music (method B, cosine distance)."""
         try:
             query = None if audio is None else self._query(audio, None)

@@ -1,0 +1,256 @@
+"""The BentoML service: called directly, over HTTP in-process, and as a real `bentoml serve`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from starlette.testclient import TestClient
+
+from bgmfit.errors import BgmfitError
+from bgmfit.index import Catalogue
+from bgmfit.serving.recommender import Recommender
+from bgmfit.tracking.registry import load_version
+from tests.integration.helpers import environment
+
+pytestmark = pytest.mark.slow
+
+
+def _tracks(project: Path) -> list[dict]:
+    with open(project / "data/raw/manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def clip(served_project: Path) -> tuple[bytes, dict]:
+    """A rendered held-out chorale melody, and its manifest row."""
+    row = next(t for t in _tracks(served_project) if t["role"] == "foreground" and t["split"] == "test")
+    return (served_project / "data/raw" / row["path"]).read_bytes(), row
+
+
+@pytest.fixture(scope="module")
+def asgi_app(service_class, tmp_path_factory):
+    # `bentoml serve` gives /metrics a multiprocess folder; in-process, the test does.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus")))
+    # One app per process: each to_asgi() registers BentoML's Prometheus metrics again.
+    return service_class.to_asgi()
+
+
+@pytest.fixture(scope="module")
+def client(asgi_app):
+    with TestClient(asgi_app) as http:
+        yield http
+
+
+def _wav(seconds: float, rate: int = 8000) -> bytes:
+    buffer = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(
+        buffer, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, format="WAV", subtype="PCM_16"
+    )
+    return buffer.getvalue()
+
+
+def test_the_class_called_directly_recommends_and_finds_neighbours(service_class, clip, tmp_path):
+    content, row = clip
+    upload = tmp_path / "clip.flac"
+    upload.write_bytes(content)
+    service = service_class()
+    results = service.recommend(audio=upload, top_k=5)
+    assert len(results) == 5 and all(r["role"] == "bgm" for r in results)
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    neighbours = service.similar(track_id=f"{row['work_id']}-bgm", top_k=3)
+    assert len(neighbours) == 3 and f"{row['work_id']}-bgm" not in {n["track_id"] for n in neighbours}
+    assert [n["distance"] for n in neighbours] == sorted(n["distance"] for n in neighbours)
+
+
+def test_every_endpoint_answers_over_http(client, clip):
+    content, row = clip
+    files = {"audio": ("clip.flac", content, "audio/flac")}
+    ranked = client.post("/recommend", files=files, data={"top_k": "4", "method": "triplet"})
+    assert ranked.status_code == 200 and len(ranked.json()) == 4
+
+    own_bgm = f"{row['work_id']}-bgm"
+    fits = client.post("/match", files=files, data={"track_ids": json.dumps([own_bgm])})
+    assert fits.status_code == 200 and 0.0 < fits.json()[0]["score"] < 1.0
+
+    info = client.get("/model-info").json()
+    assert set(info["models"]) == {"bgmfit-match", "bgmfit-triplet"}
+    assert len(info["index"]["content_sha256"]) == 64 and info["limits"]["max_top_k"] == 100
+    shape = info["limits"]["fused_shape"]
+
+    fused = np.zeros(shape).tolist()
+    by_array = client.post("/recommend", json={"features": fused, "top_k": 3})
+    assert by_array.status_code == 200 and len(by_array.json()) == 3
+    embedded = client.post("/embed", json={"features": [fused, fused]})
+    assert embedded.status_code == 200 and len(embedded.json()) == 2
+    assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
+
+
+BAD_INPUTS = {
+    "empty": (lambda c: {"files": {"audio": ("a.wav", b"", "audio/wav")}}, 400, "empty file"),
+    "truncated": (
+        lambda c: {"files": {"audio": ("a.wav", _wav(5.0)[:20000], "audio/wav")}},
+        400,
+        "truncated",
+    ),
+    "wrong magic": (
+        lambda c: {"files": {"audio": ("a.wav", b"RIFX not really a wave file" * 40, "audio/wav")}},
+        415,
+        "not decodable as audio",
+    ),
+    "oversized": (
+        lambda c: {"files": {"audio": ("a.wav", b"\0" * (1024 * 1024 + 1), "audio/wav")}},
+        413,
+        "upload limit",
+    ),
+    "too long": (
+        lambda c: {"files": {"audio": ("a.wav", _wav(40.0), "audio/wav")}},
+        413,
+        "over the limit of 30 s",
+    ),
+    "wrong shape": (
+        lambda c: {"json": {"features": [[1.0, 2.0], [3.0, 4.0]]}},
+        422,
+        "is not the fused matrix shape",
+    ),
+    "k out of range": (
+        lambda c: {"files": {"audio": ("a.flac", c, "audio/flac")}, "data": {"top_k": "101"}},
+        400,
+        "top_k",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_each_bad_input_gets_its_4xx_and_a_message_that_names_it(client, clip, case):
+    build, status, message = BAD_INPUTS[case]
+    response = client.post("/recommend", **build(clip[0]))
+    assert response.status_code == status, response.text
+    assert message in response.text
+
+
+def test_a_nan_array_is_refused_by_name(client):
+    info = client.get("/model-info").json()
+    rows, columns = info["limits"]["fused_shape"]
+    array = json.dumps({"features": [[0.0] * columns] * rows}).replace("0.0", "NaN", 1)
+    response = client.post("/recommend", content=array, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "NaN" in response.text
+    batch = json.dumps({"features": [[[0.0] * columns] * rows]}).replace("0.0", "NaN", 1)
+    response = client.post("/embed", content=batch, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "NaN" in response.text
+
+
+def test_unknown_track_ids_are_named(client, clip):
+    response = client.post("/similar", json={"track_id": "no-such-track"})
+    assert response.status_code == 422 and "unknown track id 'no-such-track'" in response.text
+    files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    response = client.post("/match", files=files, data={"track_ids": json.dumps(["nope"])})
+    assert response.status_code == 422 and "'nope'" in response.text
+
+
+def test_the_service_refuses_an_index_built_from_other_versions(served_project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served_project / 'mlflow.db'}")
+    catalogue = Catalogue.load(served_project / "models/index")
+    versions = catalogue.versions()
+    match, triplet = (load_version(name, str(v)) for name, v in versions.items())
+    Recommender(match, triplet, versions, catalogue)  # the right versions load
+    with pytest.raises(BgmfitError, match="index was built from .* but the models loaded are"):
+        Recommender(match, triplet, {**versions, "bgmfit-match": versions["bgmfit-match"] + 1}, catalogue)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(served_project, tmp_path_factory):
+    """A real `bentoml serve` on 127.0.0.1, stopped (by its process group) when the module is done."""
+    port = _free_port()
+    # A file, not a pipe: nobody reads a pipe while the tests run, and a full one would block the server.
+    log = tmp_path_factory.mktemp("serve") / "bentoml-serve.log"
+    env = environment() | {"BGMFIT_SERVING": str(served_project / "models/serving.json")}
+    command = [
+        "bentoml",
+        "serve",
+        "bgmfit.serving.service:BGMFit",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=served_project,
+        env=env,
+        stdout=(output := log.open("w")),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("bentoml serve did not become ready in 120 s")
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        output.close()
+
+
+def test_a_real_bentoml_serve_answers_an_upload(live_server, clip):
+    files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    response = httpx.post(f"{live_server}/recommend", files=files, data={"top_k": "5"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert len(response.json()) == 5 and {"track_id", "style", "score", "distance"} <= set(response.json()[0])
+    bad = httpx.post(f"{live_server}/recommend", files={"audio": ("x.wav", b"nonsense" * 10, "audio/wav")})
+    assert bad.status_code == 415 and "not decodable as audio" in bad.text
+    assert "bentoml_service_request_total" in httpx.get(f"{live_server}/metrics", timeout=10).text
+
+
+def test_openapi_fuzzing_finds_no_server_error(live_server):
+    """Schemathesis draws requests from the running service's OpenAPI spec; none may get a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{live_server}/docs.json")
+    failures, calls = [], []
+
+    def fuzz(operation) -> None:
+        @given(operation.as_strategy())
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def check(case) -> None:
+            response = case.call(base_url=live_server, timeout=60)
+            calls.append(response.status_code)
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, response.status_code, response.text[:200]))
+
+        check()
+
+    for result in schema.get_all_operations():
+        fuzz(result.ok())
+    assert len(calls) >= 100, f"only {len(calls)} requests were made"
+    assert not failures, failures
