@@ -1,0 +1,235 @@
+"""Serving latency and throughput, against the same work in-process; ANN recall and latency at 1M.
+
+Part 1 starts a real ``bentoml serve`` on 127.0.0.1 (from the project's
+``models/serving.json``) and sends a bounded loopback load to ``/recommend``:
+a 30 s FLAC upload (three rendered demo clips end to end) and a fused-array
+input. Only successful (200) responses count. The baseline is the same work
+called in-process on the same models and index (decode + features + rank), in
+the same run; the ratio says what HTTP, multipart parsing and BentoML cost.
+
+Part 2 builds a synthetic catalogue of unit vectors (the triplet embedding's
+size) and compares FAISS HNSW, as the index stage builds it past
+``index.ann_threshold``, with exact search: top-10 latency per query and
+recall@10.
+
+    .venv/bin/python -m benchmarks.serve --requests 200 --concurrency 8 --repeats 3 --catalogue 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+from benchmarks.machine import describe
+from bgmfit.config import IndexParams, load_params
+from bgmfit.index import CosineIndex
+
+
+def thirty_second_upload(manifest: Path = Path("data/raw/manifest.csv")) -> bytes:
+    """Three rendered 10 s demo clips end to end, as FLAC bytes."""
+    import csv
+
+    with open(manifest, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["role"] == "bgm"][:3]
+    audio = [sf.read(manifest.parent / r["path"], dtype="float32")[0] for r in rows]
+    buffer = io.BytesIO()
+    sf.write(buffer, np.concatenate(audio), int(rows[0]["sample_rate"]), format="FLAC")
+    return buffer.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    """``bentoml serve`` on a free loopback port; returns once /readyz answers 200."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "bgmfit.serving.service:BGMFit",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    os.killpg(server.pid, signal.SIGTERM)
+    raise SystemExit("bentoml serve did not become ready in 120 s; run `make run` first")
+
+
+def load(base: str, send, requests: int, concurrency: int) -> dict[str, float]:
+    """``requests`` calls of ``send(client)`` from ``concurrency`` threads, each with its own
+    keep-alive connection; latency of the 200s only."""
+    latencies: list[float] = []
+    failures = 0
+
+    def worker(count: int) -> None:
+        nonlocal failures
+        with httpx.Client(base_url=base, timeout=120) as client:
+            for _ in range(count):
+                start = time.perf_counter()
+                status = send(client).status_code
+                if status == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    failures += 1
+
+    shares = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, shares))
+    wall = time.perf_counter() - start
+    return {
+        "rps": len(latencies) / wall,
+        "p50_ms": 1000 * float(np.percentile(latencies, 50)) if latencies else float("nan"),
+        "p95_ms": 1000 * float(np.percentile(latencies, 95)) if latencies else float("nan"),
+        "failed": failures,
+    }
+
+
+def in_process(work, calls: int) -> dict[str, float]:
+    """The same work called ``calls`` times in this process, one after another."""
+    latencies = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        work()
+        latencies.append(time.perf_counter() - start)
+    return {
+        "rps": len(latencies) / sum(latencies),
+        "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+        "p95_ms": 1000 * float(np.percentile(latencies, 95)),
+    }
+
+
+def serving(requests: int, concurrency: int, repeats: int) -> None:
+    from bgmfit.serving.recommender import from_registry
+
+    upload = thirty_second_upload()
+    config = json.loads(Path("models/serving.json").read_text())
+    fused = np.random.default_rng(0).standard_normal(config["fused_shape"]).astype(np.float32)
+    recommender = from_registry(Path("models/index"))
+    cases = {
+        "30 s FLAC upload": (
+            lambda c: c.post(
+                "/recommend", files={"audio": ("a.flac", upload, "audio/flac")}, data={"top_k": "10"}
+            ),
+            lambda: recommender.recommend(recommender.query_from_audio(upload), "match", 10),
+        ),
+        "fused array": (
+            lambda c: c.post("/recommend", json={"features": fused.tolist(), "top_k": 10}),
+            lambda: recommender.recommend(recommender.query_from_fused(fused.tolist()), "match", 10),
+        ),
+    }
+    server, base = start_server()
+    try:
+        for name, (send, work) in cases.items():
+            load(base, send, max(8, requests // 10), concurrency)  # warm-up
+            in_process(work, 5)
+            served = [load(base, send, requests, concurrency) for _ in range(repeats)]
+            local = [in_process(work, max(20, requests // 4)) for _ in range(repeats)]
+            median = {k: statistics.median(r[k] for r in served) for k in served[0]}
+            base_median = {k: statistics.median(r[k] for r in local) for k in local[0]}
+            print(
+                f"/recommend, {name}: served {median['rps']:.1f} req/s, p50 {median['p50_ms']:.1f} ms, "
+                f"p95 {median['p95_ms']:.1f} ms, failed {median['failed']:.0f} "
+                f"({requests} requests x {concurrency} clients, median of {repeats})"
+            )
+            print(
+                f"  in-process baseline: {base_median['rps']:.1f} calls/s, "
+                f"p50 {base_median['p50_ms']:.1f} ms, p95 {base_median['p95_ms']:.1f} ms; "
+                "served / in-process throughput "
+                f"{median['rps'] / base_median['rps']:.2f}x"
+            )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def ann(size: int, dim: int, queries: int, repeats: int) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # single-query serving: two threads are slower per query here
+    params = load_params("index", IndexParams)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((size, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    probes = vectors[rng.choice(size, queries, replace=False)] + 0.05 * rng.standard_normal((queries, dim))
+    probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+    exact = CosineIndex(vectors)
+    start = time.perf_counter()
+    hnsw = CosineIndex.build(vectors, dataclasses.replace(params, ann_threshold=2))  # HNSW at any size
+    build = time.perf_counter() - start
+
+    def per_query(index: CosineIndex) -> tuple[float, np.ndarray]:
+        runs, rows = [], None
+        for _ in range(repeats):
+            found, start = [], time.perf_counter()
+            for q in probes:
+                found.append(index.search(q, 10)[0][0])
+            runs.append((time.perf_counter() - start) / queries)
+            rows = np.array(found)
+        return statistics.median(runs), rows
+
+    exact_time, truth = per_query(exact)
+    hnsw_time, approx = per_query(hnsw)
+    recall = np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)])
+    print(f"index: {size:,} x {dim} unit vectors, {queries} queries, median of {repeats}")
+    print(f"  exact (numpy):  {1000 * exact_time:.2f} ms per top-10 query")
+    print(
+        f"  FAISS HNSW M={params.hnsw_m} efSearch={params.ef_search}: {1000 * hnsw_time:.3f} ms per query, "
+        f"recall@10 {recall:.3f}, build {build:.0f} s; speed-up {exact_time / hnsw_time:.0f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per load run")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent loopback clients")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--catalogue", type=int, default=1_000_000, help="synthetic ANN catalogue size")
+    parser.add_argument("--dim", type=int, default=64, help="embedding size (train_triplet.embed_dim)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--skip-index", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {describe()}")
+    if not args.skip_serving:
+        serving(args.requests, args.concurrency, args.repeats)
+    if not args.skip_index:
+        ann(args.catalogue, args.dim, args.queries, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
