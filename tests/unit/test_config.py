@@ -3,7 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from bgmfit.config import FeaturesParams, FetchParams, load_params, params_from_dict
+from bgmfit.config import (
+    FeaturesParams,
+    FetchParams,
+    IndexParams,
+    PackageParams,
+    RegisterParams,
+    load_params,
+    params_from_dict,
+)
 from bgmfit.errors import ConfigError
 from tests.signals import REPO
 
@@ -69,3 +77,26 @@ def test_missing_file_and_section_are_reported(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text("fetch: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params("fetch", FetchParams, tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("section", "cls", "key", "value", "message"),
+    [
+        ("register", RegisterParams, "margin", 1.5, r"register\.margin: must be in \[0, 1\), got 1\.5"),
+        (
+            "register",
+            RegisterParams,
+            "match_threshold",
+            -0.1,
+            r"register\.match_threshold: must be in 0\.\.1",
+        ),
+        ("index", IndexParams, "hnsw_m", 1, r"index\.hnsw_m: must be >= 2, got 1"),
+        ("package", PackageParams, "max_top_k", 0, r"package\.max_top_k: must be >= 1, got 0"),
+        ("package", PackageParams, "max_upload_mb", 0, r"package\.max_upload_mb: must be in \(0, 1024\]"),
+        ("package", PackageParams, "bento_name", "My Bento", r"package\.bento_name: must be lower-case"),
+    ],
+)
+def test_registry_index_and_package_values_are_checked(section, cls, key, value, message):
+    values = dataclasses.asdict(load_params(section, cls, REPO / "params.yaml"))
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(section, cls, values | {key: value})

@@ -1,0 +1,36 @@
+"""Cosine search of the catalogue index: exact below the threshold, FAISS HNSW above."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bgmfit.config import IndexParams
+from bgmfit.index import CosineIndex
+
+
+def _unit(rng, n: int, dim: int = 16) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_search_returns_the_nearest_by_ascending_cosine_distance(rng):
+    vectors = _unit(rng, 50)
+    index = CosineIndex.build(
+        vectors, IndexParams(ann_threshold=1000, hnsw_m=16, ef_construction=40, ef_search=32)
+    )
+    rows, distances = index.search(vectors[7], 5)
+    assert index.kind == "exact" and rows[0, 0] == 7 and abs(distances[0, 0]) < 1e-5
+    expected = np.argsort(1.0 - vectors @ vectors[7], kind="stable")[:5]
+    assert rows[0].tolist() == expected.tolist()
+    assert np.all(np.diff(distances[0]) >= 0)
+
+
+def test_hnsw_above_the_threshold_finds_what_exact_search_finds(rng):
+    vectors = _unit(rng, 3000)
+    params = IndexParams(ann_threshold=1000, hnsw_m=16, ef_construction=80, ef_search=64)
+    ann, exact = CosineIndex.build(vectors, params), CosineIndex(vectors)
+    queries = _unit(rng, 50)
+    found, _ = ann.search(queries, 10)
+    truth, _ = exact.search(queries, 10)
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert ann.kind == "hnsw" and recall >= 0.9
