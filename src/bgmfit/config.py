@@ -230,6 +230,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"params.yaml: {key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads exponents without a dot (1e-7, as `dvc exp run -S` writes) as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"params.yaml: {key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"params.yaml: {key}: expected a number, got {value!r}")
         return float(value)

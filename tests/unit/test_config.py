@@ -100,3 +100,10 @@ def test_registry_index_and_package_values_are_checked(section, cls, key, value,
     values = dataclasses.asdict(load_params(section, cls, REPO / "params.yaml"))
     with pytest.raises(ConfigError, match=message):
         params_from_dict(section, cls, values | {key: value})
+
+
+def test_an_exponent_that_yaml_reads_as_a_string_is_still_a_number():
+    values = dataclasses.asdict(load_params("register", RegisterParams, REPO / "params.yaml"))
+    assert params_from_dict("register", RegisterParams, values | {"margin": "1e-3"}).margin == 0.001
+    with pytest.raises(ConfigError, match=r"register\.margin: expected a number, got 'tiny'"):
+        params_from_dict("register", RegisterParams, values | {"margin": "tiny"})
