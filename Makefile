@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test lint clean-venv
+.PHONY: venv run test lint retrain clean-venv
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The same steps as .github/workflows/retrain.yml, which runs this script too.
+retrain: venv
+	bash scripts/retrain.sh
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

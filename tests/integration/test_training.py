@@ -18,7 +18,7 @@ from bgmfit.models.match_module import MatchModule
 from bgmfit.models.training import stage_run, train
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.stages import train_match, train_triplet
-from tests.integration.helpers import write_synthetic_store
+from tests.integration.helpers import bgmfit, write_params, write_synthetic_store
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
@@ -127,3 +127,24 @@ def test_an_exception_inside_training_leaves_the_run_failed(project: Path):
                 [_Crash()],
             )
     assert mlflow.MlflowClient().get_run(run_id).info.status == "FAILED"
+
+
+def test_ddp_on_two_cpu_processes_trains_once_into_one_run(project: Path):
+    write_params(
+        project,
+        train_match={
+            "max_epochs": 2,
+            "min_epochs": 1,
+            "batch_size": 8,
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+        },
+    )
+    result = bgmfit(project, "train_match")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    runs = mlflow.search_runs(experiment_names=["train_match"], output_format="list")
+    assert [r.info.status for r in runs] == ["FINISHED"], "only rank 0 owns an MLflow run"
+    record = json.loads((project / "models/match/training.json").read_text())
+    assert record["run_id"] == runs[0].info.run_id and record["epochs"] == 2

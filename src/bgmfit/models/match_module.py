@@ -80,7 +80,15 @@ class MatchModule(L.LightningModule):
         foreground, bgm, grade = batch
         logit = self.logit(foreground, bgm)
         loss = F.binary_cross_entropy_with_logits(logit, grade)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=grade.numel())
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=grade.numel(),
+            sync_dist=True,
+        )
         if stage == "val":
             self.val_auroc.update(torch.sigmoid(logit), (grade > 0).long())
             self.log("val/auroc", self.val_auroc, on_step=False, on_epoch=True, prog_bar=True)

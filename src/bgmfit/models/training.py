@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from bgmfit.config import TrainerParams
 from bgmfit.errors import BgmfitError
@@ -75,20 +76,22 @@ def train(
     datamodule: L.LightningDataModule,
     params: TrainerParams,
     checkpoint_dir: Path,
-    run: mlflow.ActiveRun,
+    run: mlflow.ActiveRun | None,
     monitor: str,
     mode: str,
     callbacks: list[L.Callback] | None = None,
-) -> TrainingResult:
+) -> TrainingResult | None:
     """Fit ``module`` and return the best checkpoint by ``monitor`` (``mode`` min or max).
 
     Metrics are logged per epoch into ``run``; params, the git commit and the DVC
     hash of the features are logged once. With ``params.resume`` the fit continues
-    from ``checkpoint_dir/last.ckpt`` with its epoch and step counts.
+    from ``checkpoint_dir/last.ckpt`` with its epoch and step counts. ``run`` is
+    ``None`` on the other ranks of a distributed fit, which log nothing and return ``None``.
     """
     L.seed_everything(params.seed, workers=True, verbose=False)
-    mlflow.set_tags({"git_commit": git_commit(), "dvc_features_md5": dvc_output_hash("data/features")})
-    if not params.resume:
+    if run is not None:
+        mlflow.set_tags({"git_commit": git_commit(), "dvc_features_md5": dvc_output_hash("data/features")})
+    if run is not None and not params.resume:
         # Lightning logs the module's hyper-parameters itself; they repeat these keys with equal values.
         mlflow.log_params(asdict(params))
     checkpoint = ModelCheckpoint(
@@ -114,13 +117,17 @@ def train(
             EarlyStopping(monitor=monitor, mode=mode, patience=params.patience),
             *(callbacks or []),
         ],
-        logger=MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
+        logger=False
+        if run is None
+        else MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
         reload_dataloaders_every_n_epochs=1,
         log_every_n_steps=50,
         enable_model_summary=False,
     )
     resume_from = str(checkpoint_dir / "last.ckpt") if params.resume else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if run is None:
+        return None
     if not checkpoint.best_model_path:
         raise BgmfitError(f"training produced no checkpoint for {monitor}; is the validation split empty?")
     best_score = float(checkpoint.best_model_score)
@@ -169,6 +176,11 @@ def train_and_log(
         More keys for ``training.json``.
     """
     inputs, source = dataset
+    if rank_zero_only.rank != 0:
+        # Under DDP, Lightning starts the other ranks by running this same command again. They take
+        # part in the fit and then stop: rank 0 owns the MLflow run, the checkpoints and the records.
+        train(module, datamodule, params, out_dir / "checkpoints", None, monitor, mode)
+        raise SystemExit(0)
     with stage_run(experiment, out_dir / "checkpoints", params.resume) as active:
         mlflow.log_input(
             mlflow.data.from_numpy(inputs, source=str(source), name=source.stem), context="training"

@@ -62,12 +62,34 @@ class TripletModule(L.LightningModule):
         )
         loss = triplet_margin_loss(distances, anchor, positive, negative, self.hparams.margin)
         size = styles.numel()
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=True,
+        )
         satisfaction = constraint_satisfaction(distances.detach(), styles)
-        self.log(f"{stage}/triplet_satisfaction", satisfaction, on_step=False, on_epoch=True, batch_size=size)
+        self.log(
+            f"{stage}/triplet_satisfaction",
+            satisfaction,
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=True,
+        )
         if stage == "val":
             retrieval = style_retrieval(distances.detach().cpu().numpy(), styles.cpu().numpy())
-            self.log("val/map_at_10", retrieval["map@10"], on_step=False, on_epoch=True, batch_size=size)
+            self.log(
+                "val/map_at_10",
+                retrieval["map@10"],
+                on_step=False,
+                on_epoch=True,
+                batch_size=size,
+                sync_dist=True,
+            )
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
