@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test lint retrain clean-venv
+.PHONY: venv run test lint retrain ui clean-venv
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: venv
 # The same steps as .github/workflows/retrain.yml, which runs this script too.
 retrain: venv
 	bash scripts/retrain.sh
+
+# The MLflow UI on the project's store (or $$MLFLOW_TRACKING_URI), on this machine only.
+ui: venv
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host 127.0.0.1 --port 5000
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -61,6 +61,6 @@ if has_remote; then dvc push; else echo "no DVC remote configured: nothing to pu
 step "6/6: export the bento"
 mkdir -p dist
 bento="$(python -c 'import json; print(json.load(open("models/bento.json"))["bento"])')"
-bentoml export "${bento}" dist/bgmfit.bento
+bentoml export "${bento}" "${PWD}/dist/bgmfit.bento"  # bentoml reads a relative path from /
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then cat "${report}" >> "${GITHUB_STEP_SUMMARY}"; fi
 echo "bento ${bento} exported to dist/bgmfit.bento; report in ${report}" >&2

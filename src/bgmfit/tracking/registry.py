@@ -60,6 +60,7 @@ def client() -> MlflowClient:
 
 def load_version(name: str, version: str) -> torch.nn.Module:
     """Load a registered version through ``models:/NAME/VERSION``, on the CPU, in eval mode."""
+    mlflow.set_tracking_uri(tracking_uri())
     try:
         model = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
     except (MlflowException, OSError) as exc:

@@ -1,0 +1,111 @@
+"""MLflow tracking and the registry on a real PostgreSQL, chosen by MLFLOW_TRACKING_URI alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from bgmfit.config import TrainMatchParams, load_params
+from bgmfit.data.store import FeatureStore
+from bgmfit.stages import train_match
+from bgmfit.tracking import registry
+from bgmfit.tracking.registry import MATCH, register_candidate
+from tests.integration.helpers import write_synthetic_store
+from tests.signals import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _postgres_bin() -> Path | None:
+    """Folder of initdb/pg_ctl: Debian's versioned folder first, then PATH; installs Debian's
+    ``postgresql`` when it is missing and this user may."""
+    for _ in range(2):
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+        if found[-1]:
+            return Path(found[-1]).parent
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            return None
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "postgresql"],
+            capture_output=True,
+            timeout=600,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1, stopped by this fixture; yields its MLflow URI."""
+
+    binaries = _postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed and cannot be installed here (needs root and apt-get)")
+    # initdb refuses to run as root; the cluster then belongs to Debian's postgres user.
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under pytest's tmp_path: its parents are private to root, and postgres must reach the cluster.
+    cluster = Path(tempfile.mkdtemp(prefix="bgmfit-postgres-"))
+    if run_as:
+        shutil.chown(cluster, "postgres")
+    port = _free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run([*run_as, *args], check=True, capture_output=True, timeout=120)
+
+    pg(str(binaries / "initdb"), "-D", str(cluster / "data"), "--auth=trust", "-U", "postgres")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {cluster}"
+    pg(
+        str(binaries / "pg_ctl"),
+        "-D",
+        str(cluster / "data"),
+        "-o",
+        options,
+        "-l",
+        str(cluster / "log"),
+        "-w",
+        "start",
+    )
+    try:
+        pg("psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        pg(str(binaries / "pg_ctl"), "-D", str(cluster / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(cluster, ignore_errors=True)
+
+
+def test_a_tiny_run_trains_and_registers_on_postgresql(postgres: str, tmp_path: Path, monkeypatch, rng):
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres)
+    write_synthetic_store(project / "data/features", rng)
+    params = load_params("train_match", TrainMatchParams, REPO / "params.yaml")
+    train_match.run(dataclasses.replace(params, accelerator="cpu", min_epochs=1, max_epochs=2, batch_size=8))
+    training = json.loads((project / "models/match/training.json").read_text())
+    decision = register_candidate(
+        MATCH, training, FeatureStore.load(project / "data/features"), threshold=0.0, margin=0.0, card="pg"
+    )
+    assert (decision.version, decision.alias) == ("1", "champion")
+
+    client = registry.client()
+    assert client.tracking_uri.startswith("postgresql://")
+    run = client.get_run(training["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["max_epochs"] == "2"
+    assert client.get_model_version_by_alias("bgmfit-match", "champion").run_id == training["run_id"]
+    assert mlflow.pytorch.load_model("models:/bgmfit-match@champion") is not None
