@@ -18,6 +18,7 @@ from bgmfit.models.match_module import MatchModule
 from bgmfit.models.training import stage_run, train
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.stages import train_match, train_triplet
+from bgmfit.tracking.runs import tracking_uri
 from tests.integration.helpers import bgmfit, write_params, write_synthetic_store
 from tests.signals import REPO
 
@@ -144,6 +145,7 @@ def test_ddp_on_two_cpu_processes_trains_once_into_one_run(project: Path):
     result = bgmfit(project, "train_match")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    mlflow.set_tracking_uri(tracking_uri())  # this process may still point at an earlier test's store
     runs = mlflow.search_runs(experiment_names=["train_match"], output_format="list")
     assert [r.info.status for r in runs] == ["FINISHED"], "only rank 0 owns an MLflow run"
     record = json.loads((project / "models/match/training.json").read_text())
