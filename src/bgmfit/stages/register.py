@@ -14,6 +14,7 @@ from pathlib import Path
 from bgmfit.config import RegisterParams
 from bgmfit.data.store import FEATURES_DIR, FeatureStore
 from bgmfit.errors import BgmfitError
+from bgmfit.stages.common import write_json
 from bgmfit.tracking.registry import MATCH, TRIPLET, Network, champion_version, client, register_candidate
 from bgmfit.tracking.runs import dvc_output_hash
 
@@ -64,7 +65,7 @@ def run(
         if decision.champion_score is not None:
             decisions[network.key][f"champion_{network.metric}"] = decision.champion_score
     champions = write_champions(models_dir / "champions.json")
-    _write(metrics_dir / "register.json", decisions)
+    write_json(metrics_dir / "register.json", decisions)
     for d in decisions.values():
         state = "new version" if d["new_version"] else "already registered"
         print(f"register: {d['model']} v{d['version']} ({state}) -> @{d['alias']}", file=sys.stderr)
@@ -91,7 +92,7 @@ def write_champions(path: Path = CHAMPIONS) -> dict:
             "run_id": champion.run_id,
             "input": champion.tags.get("input", "fused"),
         }
-    _write(path, champions)
+    write_json(path, champions)
     return champions
 
 
@@ -124,8 +125,3 @@ def _read(path: Path, hint: str) -> dict:
     if not path.is_file():
         raise BgmfitError(f"{path} is missing; {hint} (dvc repro)")
     return json.loads(path.read_text())
-
-
-def _write(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
