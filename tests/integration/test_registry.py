@@ -18,18 +18,9 @@ from bgmfit.stages import train_match
 from bgmfit.tracking import registry
 from bgmfit.tracking.models import log_torch_model
 from bgmfit.tracking.registry import MATCH, register_candidate
-from tests.integration.helpers import write_synthetic_store
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch, rng) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    write_synthetic_store(tmp_path / "data/features", rng)
-    return tmp_path
 
 
 def _untrained_run(seed: int) -> dict:

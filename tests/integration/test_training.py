@@ -19,18 +19,10 @@ from bgmfit.models.training import stage_run, train
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.stages import train_match, train_triplet
 from bgmfit.tracking.runs import tracking_uri
-from tests.integration.helpers import bgmfit, write_params, write_synthetic_store
+from tests.integration.helpers import bgmfit, write_params
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch, rng) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    write_synthetic_store(tmp_path / "data/features", rng)
-    return tmp_path
 
 
 def _params(cls, section: str, **overrides):
