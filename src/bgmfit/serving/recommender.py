@@ -94,20 +94,22 @@ class Recommender:
 
     # -- inputs ---------------------------------------------------------------------------------
 
+    def check_upload_size(self, size: int, name: str = "upload") -> None:
+        """Refuse (413) an upload of ``size`` bytes over the byte cap."""
+        if size > self.limits.max_upload_bytes:
+            raise RequestError(
+                413,
+                f"{name}: {size / 2**20:.1f} MiB is over the upload limit of "
+                f"{self.limits.max_upload_bytes / 2**20:.1f} MiB",
+            )
+
     def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
         """Check an upload against the limits, decode it and compute both models' inputs.
 
         The byte cap is checked first and the duration from the header next, so
-        an oversized upload is never decoded.
+        an oversized upload is never decoded; an empty one is refused by the header read.
         """
-        if len(content) == 0:
-            raise RequestError(400, f"{name}: empty file (0 bytes)")
-        if len(content) > self.limits.max_upload_bytes:
-            raise RequestError(
-                413,
-                f"{name}: {len(content) / 2**20:.1f} MiB is over the upload limit of "
-                f"{self.limits.max_upload_bytes / 2**20:.1f} MiB",
-            )
+        self.check_upload_size(len(content), name)
         features = self.catalogue.features
         try:
             seconds, _ = probe_audio(content, name)

@@ -104,13 +104,8 @@ class BGMFit:
                 422, "send either an audio file or a fused features array, not both or neither"
             )
         if audio is not None:
-            size = audio.stat().st_size
-            if size > self.recommender.limits.max_upload_bytes:  # before a single byte is decoded
-                raise RequestError(
-                    413,
-                    f"upload: {size / 2**20:.1f} MiB is over the upload limit of "
-                    f"{self.recommender.limits.max_upload_bytes / 2**20:.1f} MiB",
-                )
+            # By the file's size, before its bytes are read into memory.
+            self.recommender.check_upload_size(audio.stat().st_size)
             return self.recommender.query_from_audio(audio.read_bytes(), "upload")
         return self.recommender.query_from_fused(features)
 
