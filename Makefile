@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test lint retrain ui clean-venv
+.PHONY: venv run test test-ui lint retrain ui clean-venv
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Only the browser check of the MLflow UI (part of `make test`); screenshots in build/ui-check/.
+test-ui: venv
+	$(BIN)/python -m pytest -m ui
 
 # The same steps as .github/workflows/retrain.yml, which runs this script too.
 retrain: venv

@@ -1,9 +1,10 @@
-"""Shared fixtures: a seeded generator, tiny synthetic audio, and tiny params."""
+"""Shared fixtures: a seeded generator, tiny params, and one tiny project built by every stage."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from bgmfit.config import FeaturesParams, FetchParams, load_params
+from tests.integration.helpers import STAGES, TINY_PIPELINE, bgmfit, write_params
 from tests.signals import REPO
 
 # The tests' BentoML store is their own, never the user's ~/bentoml. Set before anything
@@ -37,3 +39,18 @@ def tiny_fetch_params(tmp_path: Path) -> FetchParams:
     return dataclasses.replace(
         params, styles=("chorale", "madrigal", "reel", "jig"), works_per_style=3, clip_seconds=4.0, workers=1
     )
+
+
+@pytest.fixture(scope="session")
+def served_project(tmp_path_factory) -> Path:
+    """Run every stage of the real CLI on the tiny corpus; the BentoML store is the session's."""
+    folder = tmp_path_factory.mktemp("served")
+    for name in ("bentofile.yaml", "constraints.txt"):
+        shutil.copy(REPO / name, folder / name)
+    shutil.copytree(REPO / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # Small limits, so that the oversized and over-long uploads in the tests stay small.
+    write_params(folder, **TINY_PIPELINE, package={"max_upload_mb": 1.0, "max_audio_seconds": 30.0})
+    for stage in STAGES:
+        result = bgmfit(folder, stage)
+        assert result.returncode == 0, f"bgmfit {stage} failed:\n{result.stderr[-3000:]}"
+    return folder

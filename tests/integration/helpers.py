@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import yaml
 
 from bgmfit.data.manifest import ManifestRow, write_manifest
-from tests.signals import REPO
+from tests.signals import REPO, SR, harmonic_tone, sine
 
 TINY_FETCH = {"styles": ["chorale", "madrigal", "reel", "jig"], "works_per_style": 3, "clip_seconds": 4.0}
 # Enough works for two per style in every split, so both networks can train and be evaluated.
@@ -29,6 +31,9 @@ TINY_PIPELINE = {
     # A two-epoch model must still become champion, so that index, package and serving run.
     "register": {"match_threshold": 0.0, "triplet_threshold": 0.0},
 }
+
+# Every stage of dvc.yaml, in order.
+STAGES = ("fetch", "features", "train_match", "train_triplet", "evaluate", "register", "index", "package")
 
 
 def write_params(
@@ -54,6 +59,15 @@ def environment() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def run(folder: Path, *command: str) -> str:
+    """Run ``command`` in ``folder`` and return its output; fail the test with it on a non-zero exit."""
+    result = subprocess.run(
+        command, cwd=folder, env=environment(), capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
 
 
 def bgmfit(folder: Path, *args: str) -> subprocess.CompletedProcess:
@@ -100,3 +114,21 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
     write_manifest(rows, folder / "tracks.csv")
     return folder
+
+
+def write_user_catalogue(folder: Path) -> Path:
+    """``folder/catalogue``: six works of a foreground tone and its BGM, in two styles, with a manifest."""
+    audio = folder / "catalogue"
+    audio.mkdir(exist_ok=True)
+    rows = [["track_id", "path", "role", "style", "work_id", "split", "label"]]
+    for i in range(6):
+        style = "calm" if i % 2 else "lively"
+        sf.write(audio / f"lead{i}.wav", harmonic_tone(200.0 + 20 * i, 3.0), SR)
+        sf.write(audio / f"bed{i}.flac", sine(100.0 + 10 * i, 3.0, 0.3), SR)
+        rows += [
+            [f"lead{i}", f"lead{i}.wav", "foreground", style, f"w{i}", "", "1.0"],
+            [f"bed{i}", f"bed{i}.flac", "bgm", style, f"w{i}", "", ""],
+        ]
+    with (audio / "manifest.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return audio

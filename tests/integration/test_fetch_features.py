@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from bgmfit.data.manifest import read_manifest
-from tests.integration.helpers import TINY_FETCH, bgmfit, write_params
-from tests.signals import SR, harmonic_tone, sine
+from tests.integration.helpers import TINY_FETCH, bgmfit, write_params, write_user_catalogue
+from tests.signals import SR, harmonic_tone
 
 pytestmark = pytest.mark.slow
 
@@ -78,30 +78,13 @@ def test_rerun_reads_every_track_from_the_cache(demo_project: Path):
     assert summary["computed"] == 0 and summary["cached"] == summary["tracks"]
 
 
-def _user_folder(folder: Path) -> Path:
-    audio = folder / "catalogue"
-    audio.mkdir()
-    rows = [["track_id", "path", "role", "style", "work_id", "split", "label"]]
-    for i in range(6):
-        style = "calm" if i % 2 else "lively"
-        sf.write(audio / f"lead{i}.wav", harmonic_tone(200.0 + 20 * i, 3.0), SR)
-        sf.write(audio / f"bed{i}.flac", sine(100.0 + 10 * i, 3.0, 0.3), SR)
-        rows += [
-            [f"lead{i}", f"lead{i}.wav", "foreground", style, f"w{i}", "", "1.0"],
-            [f"bed{i}", f"bed{i}.flac", "bgm", style, f"w{i}", "", ""],
-        ]
-    with (audio / "manifest.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return audio
-
-
 def _append(manifest: Path, *rows: list[str]) -> None:
     with manifest.open("a", newline="") as f:
         csv.writer(f).writerows(rows)
 
 
 def test_folder_with_a_corrupt_file_and_a_bad_row_reports_both(tmp_path: Path):
-    audio = _user_folder(tmp_path)
+    audio = write_user_catalogue(tmp_path)
     (audio / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     _append(
         audio / "manifest.csv",
@@ -126,7 +109,7 @@ def test_folder_with_a_corrupt_file_and_a_bad_row_reports_both(tmp_path: Path):
 
 
 def test_undecodable_audio_is_reported_by_features_with_its_path(tmp_path: Path, rng):
-    audio = _user_folder(tmp_path)
+    audio = write_user_catalogue(tmp_path)
     cut = audio / "cut.flac"
     sf.write(cut, (0.2 * rng.standard_normal(3 * SR)).astype(np.float32), SR, format="FLAC")
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # header intact, body cut
@@ -147,7 +130,7 @@ def test_undecodable_audio_is_reported_by_features_with_its_path(tmp_path: Path,
 
 
 def test_adding_a_track_computes_only_the_new_one(tmp_path: Path):
-    audio = _user_folder(tmp_path)
+    audio = write_user_catalogue(tmp_path)
     write_params(tmp_path, fetch={"source": "dir", "dir": str(audio)})
     assert bgmfit(tmp_path, "fetch").returncode == 0
     assert bgmfit(tmp_path, "features").returncode == 0
@@ -168,7 +151,7 @@ def test_adding_a_track_computes_only_the_new_one(tmp_path: Path):
 
 
 def test_work_given_two_splits_is_refused(tmp_path: Path):
-    audio = _user_folder(tmp_path)
+    audio = write_user_catalogue(tmp_path)
     _append(
         audio / "manifest.csv",
         ["x1", "lead0.wav", "foreground", "calm", "wx", "train", ""],

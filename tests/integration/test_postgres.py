@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,48 +20,26 @@ from bgmfit.tracking import registry
 from bgmfit.tracking.registry import MATCH, register_candidate
 from tests.integration.helpers import write_synthetic_store
 from tests.signals import REPO
+from tests.system import debian_program, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _postgres_bin() -> Path | None:
-    """Folder of initdb/pg_ctl: Debian's versioned folder first, then PATH; installs Debian's
-    ``postgresql`` when it is missing and this user may."""
-    for _ in range(2):
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-        if found[-1]:
-            return Path(found[-1]).parent
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            return None
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "postgresql"],
-            capture_output=True,
-            timeout=600,
-            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
-        )
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def postgres():
     """A throwaway PostgreSQL cluster on 127.0.0.1, stopped by this fixture; yields its MLflow URI."""
 
-    binaries = _postgres_bin()
-    if binaries is None:
+    initdb = debian_program("/usr/lib/postgresql/*/bin/initdb", "postgresql")
+    if initdb is None:
         pytest.skip("PostgreSQL is not installed and cannot be installed here (needs root and apt-get)")
+    binaries = initdb.parent
     # initdb refuses to run as root; the cluster then belongs to Debian's postgres user.
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     # Not under pytest's tmp_path: its parents are private to root, and postgres must reach the cluster.
     cluster = Path(tempfile.mkdtemp(prefix="bgmfit-postgres-"))
     if run_as:
         shutil.chown(cluster, "postgres")
-    port = _free_port()
+    port = free_port()
 
     def pg(*args: str) -> None:
         subprocess.run([*run_as, *args], check=True, capture_output=True, timeout=120)

@@ -61,6 +61,7 @@ def test_training_stages_log_a_run_with_curves_params_lineage_and_model(project:
         record = json.loads((project / f"models/{name}/training.json").read_text())
         run = client.get_run(record["run_id"])
         assert run.info.status == "FINISHED"
+        assert run.info.run_name.startswith(f"train_{name} "), "runs are named after their network"
         assert run.data.params["max_epochs"] == "2" and "embed_dim" in run.data.params
         assert run.data.tags["git_commit"] and "dvc_features_md5" in run.data.tags
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # one point per epoch

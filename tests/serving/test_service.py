@@ -6,11 +6,7 @@ import csv
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,6 +20,7 @@ from bgmfit.index import Catalogue
 from bgmfit.serving.recommender import Recommender
 from bgmfit.tracking.registry import load_version
 from tests.integration.helpers import environment
+from tests.system import free_port, local_server
 
 pytestmark = pytest.mark.slow
 
@@ -171,54 +168,21 @@ def test_the_service_refuses_an_index_built_from_other_versions(served_project, 
         Recommender(match, triplet, {**versions, "bgmfit-match": versions["bgmfit-match"] + 1}, catalogue)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(served_project, tmp_path_factory):
-    """A real `bentoml serve` on 127.0.0.1, stopped (by its process group) when the module is done."""
-    port = _free_port()
-    # A file, not a pipe: nobody reads a pipe while the tests run, and a full one would block the server.
+    """A real `bentoml serve` on 127.0.0.1, stopped when the module is done."""
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "bentoml-serve.log"
-    env = environment() | {"BGMFIT_SERVING": str(served_project / "models/serving.json")}
-    command = [
-        "bentoml",
-        "serve",
-        "bgmfit.serving.service:BGMFit",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = subprocess.Popen(
-        [sys.executable, "-m", *command],
-        cwd=served_project,
-        env=env,
-        stdout=(output := log.open("w")),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve did not become ready in 120 s")
+    with local_server(
+        [sys.executable, "-m", *command],
+        f"{base}/readyz",
+        log,
+        cwd=served_project,
+        env=environment() | {"BGMFIT_SERVING": str(served_project / "models/serving.json")},
+    ):
         yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        output.close()
 
 
 def test_a_real_bentoml_serve_answers_an_upload(live_server, clip):

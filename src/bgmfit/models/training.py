@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import lightning as L
@@ -66,7 +67,9 @@ def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[m
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_id=run_id) as run:
+    # A readable name for the UI's run lists and comparisons; a resumed run keeps its own.
+    name = None if run_id else f"{experiment} {datetime.now():%Y-%m-%d %H:%M:%S}"
+    with mlflow.start_run(run_id=run_id, run_name=name) as run:
         (checkpoint_dir / RUN_ID_FILE).write_text(run.info.run_id + "\n")
         yield run
 
