@@ -30,24 +30,23 @@ def test_retraining_promotes_better_params_and_keeps_the_champion_against_worse(
     run(dvc_project, "git", "commit", "-qm", "baseline")
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{dvc_project / 'mlflow.db'}")
 
-    def champion() -> str:
-        return client.get_model_version_by_alias("bgmfit-match", "champion").version
+    def alias(name: str) -> int:
+        return int(client.get_model_version_by_alias("bgmfit-match", name).version)
 
     # A learning rate this small leaves the network where it started: the first version is
     # champion only because there is none before it (the test thresholds are 0).
     first = _retrain(dvc_project, lr=1e-7)
     assert "## Metrics against HEAD" in first and "bgmfit-match" in first
-    assert champion() == "1"
+    assert alias("champion") == 1
     assert (dvc_project / "dist/bgmfit.bento").stat().st_size > 0
     assert any((dvc_project / "dvc-store").rglob("*")), "dvc push filled the default local remote"
 
     better = _retrain(dvc_project, lr=3e-3)
     assert "metrics/match.json" in better and "roc_auc" in better, "the metrics diff is printed"
-    assert champion() == "2", better
+    assert alias("champion") == 2, better
     assert client.get_model_version("bgmfit-match", "2").tags["previous_champion"] == "1"
 
     _retrain(dvc_project, lr=2e-7)
-    assert champion() == "2"
-    assert client.get_model_version_by_alias("bgmfit-match", "challenger").version == "3"
+    assert (alias("champion"), alias("challenger")) == (2, 3)
     stamp = json.loads((dvc_project / "models/index/stamp.json").read_text())
     assert stamp["models"]["bgmfit-match"]["version"] == 2, "the index is built from the champion"

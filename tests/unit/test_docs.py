@@ -40,12 +40,19 @@ def _shell_lines() -> list[str]:
 
 
 def _commands(program: str) -> list[list[str]]:
+    """The simple commands of the docs that start with ``program``, as argument lists."""
     found = []
     for line in _shell_lines():
-        for part in re.split(r"&&|;|\|", line):
-            words = shlex.split(part, comments=True)
-            if words and words[0] == program:
-                found.append(words)
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split, lexer.commenters = True, "#"
+        words: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in {"&&", "||", "|", ";", "&"}:
+                if words and words[0] == program:
+                    found.append(words)
+                words = []
+            else:
+                words.append(token)
     return found
 
 
@@ -77,5 +84,6 @@ def test_every_param_set_in_the_docs_is_valid():
 
 def test_every_repository_path_the_docs_name_exists():
     for doc in DOCS:
-        for path in re.findall(r"`((?:src|scripts|benchmarks|tests|docs|\.github)/[\w./-]+)`", doc.read_text()):
+        named = re.findall(r"`((?:src|scripts|benchmarks|tests|docs|\.github)/[\w./-]+)`", doc.read_text())
+        for path in named:
             assert (REPO / path).exists(), f"{doc.name} names {path}, which does not exist"
