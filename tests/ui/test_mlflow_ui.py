@@ -49,8 +49,8 @@ def metric_row(page, key: str) -> list[str]:
     """The cells of metric ``key`` in the comparison, one per run.
 
     The metrics table is a virtualised grid: a row exists in the page only while it is scrolled
-    into view. This scrolls it with the mouse wheel, as a person would, so that the column of
-    names stays in step with the values (the screenshot shows both).
+    into view. This scrolls it with the mouse wheel, as a person would, and matches the cells to
+    the name by their row offset: MLflow's column of names does not follow the wheel exactly.
     """
     values = page.locator(".ReactVirtualized__Grid").nth(1)
     link = page.locator("a[title='Plot chart']").filter(has_text=re.compile(rf"^{re.escape(key)}$"))
