@@ -463,6 +463,10 @@ class TrainerParams:
         _require(self.num_nodes >= 1, f"{section}.num_nodes", f"must be >= 1, got {self.num_nodes}")
 
 
+#: What method A's fully connected layer sees (see :class:`bgmfit.models.components.MatchHead`).
+HEAD_TERMS = ("concat", "interactions")
+
+
 @dataclass(frozen=True)
 class TrainMatchParams(TrainerParams):
     """The ``train_match`` section: method A, the pair-fit network.
@@ -477,6 +481,10 @@ class TrainMatchParams(TrainerParams):
         Size of the deep fused feature after the fully connected layer.
     share_towers:
         One tower for both sides (true) or one per side (false).
+    head:
+        ``concat``: the fully connected layer sees the two deep features side by
+        side, as the method states it. ``interactions``: it also sees their
+        product and absolute difference.
     dropout:
         Dropout in towers and head.
     batch_size:
@@ -489,6 +497,7 @@ class TrainMatchParams(TrainerParams):
     embed_dim: int
     fused_dim: int
     share_towers: bool
+    head: str
     dropout: float
     batch_size: int
 
@@ -502,6 +511,11 @@ class TrainMatchParams(TrainerParams):
             f"must be a positive odd number, got {self.kernel_size}",
         )
         _require(0 <= self.dropout < 1, "train_match.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(
+            self.head in HEAD_TERMS,
+            "train_match.head",
+            f"must be one of {', '.join(HEAD_TERMS)}, got {self.head!r}",
+        )
 
 
 TRIPLET_INPUTS = ("mfcc_frames", "fused")

@@ -10,11 +10,11 @@ import mlflow
 import numpy as np
 import pytest
 
-from bgmfit.config import TrainMatchParams, load_params
+from bgmfit.config import FeaturesParams, IndexParams, TrainMatchParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.models.match_module import MatchModule, PairScorer
-from bgmfit.stages import train_match
+from bgmfit.stages import index, train_match
 from bgmfit.tracking import registry
 from bgmfit.tracking.models import log_torch_model
 from bgmfit.tracking.registry import MATCH, register_candidate
@@ -23,16 +23,16 @@ from tests.signals import REPO
 pytestmark = pytest.mark.slow
 
 
-def _untrained_run(seed: int) -> dict:
+def _untrained_run(seed: int, columns: int = 101) -> dict:
     """A run whose logged model is method A with random weights: a candidate that cannot be good."""
     import torch
 
     torch.manual_seed(seed)
-    module = MatchModule(101, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0)
+    module = MatchModule(columns, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0)
     mlflow.set_tracking_uri(registry.tracking_uri())
     mlflow.set_experiment("gate_candidates")  # not a stale experiment id from an earlier test's store
     with mlflow.start_run() as run:
-        uri = log_torch_model(PairScorer(module), np.zeros((2, 2, 10, 101), dtype=np.float32))
+        uri = log_torch_model(PairScorer(module), np.zeros((2, 2, 10, columns), dtype=np.float32))
     return {"run_id": run.info.run_id, "model_uri": uri}
 
 
@@ -74,6 +74,36 @@ def test_the_gate_promotes_better_keeps_worse_as_challenger_and_rolls_back(proje
     assert _aliases()["1"] == "champion"
     with pytest.raises(BgmfitError, match="v1 replaced no earlier champion"):
         registry.rollback("bgmfit-match")
+
+
+def test_a_champion_trained_on_other_features_is_replaced_on_the_threshold_alone(project: Path):
+    # The champion of an earlier feature set (97 columns) cannot score, or serve, today's 101.
+    old = _untrained_run(1, columns=97)
+    version = mlflow.register_model(old["model_uri"], "bgmfit-match").version
+    registry.client().set_registered_model_alias("bgmfit-match", "champion", version)
+    store = FeatureStore.load(project / "data/features")
+
+    low = register_candidate(MATCH, _untrained_run(2), store, threshold=1.0, margin=0.01, card="low")
+    assert (low.alias, low.champion_score) == ("challenger", None), "the threshold still applies"
+    new = register_candidate(MATCH, _untrained_run(3), store, threshold=0.0, margin=0.01, card="new")
+    assert (new.alias, new.champion_score, new.previous_champion) == ("champion", None, "1")
+    card = registry.client().get_model_version("bgmfit-match", new.version).description
+    assert "takes 97-column inputs; the features now have 101" in card
+
+    # Rolled back to it, the old champion cannot index today's features: a clear error, no traceback.
+    registry.rollback("bgmfit-match")
+    champions = {
+        "bgmfit-match": {"version": "1", "input": "fused"},
+        "bgmfit-triplet": {"version": "1", "input": "fused"},
+    }
+    (project / "champions.json").write_text(json.dumps(champions))
+    with pytest.raises(BgmfitError, match=r"bgmfit-match v1 \(@champion\) takes 97-column inputs, but"):
+        index.run(
+            load_params("index", IndexParams, REPO / "params.yaml"),
+            load_params("features", FeaturesParams, REPO / "params.yaml"),
+            features_dir=project / "data/features",
+            champions_path=project / "champions.json",
+        )
 
 
 def test_a_candidate_below_the_threshold_never_becomes_the_first_champion(project: Path):

@@ -9,6 +9,7 @@ from bgmfit.config import (
     IndexParams,
     PackageParams,
     RegisterParams,
+    TrainMatchParams,
     load_params,
     params_from_dict,
 )
@@ -55,6 +56,13 @@ def test_wrong_type_is_named():
 def test_out_of_range_values_are_named(key, value, message):
     with pytest.raises(ConfigError, match=message):
         params_from_dict("fetch", FetchParams, _fetch_dict() | {key: value})
+
+
+def test_unknown_match_head_is_named():
+    values = dataclasses.asdict(load_params("train_match", TrainMatchParams, REPO / "params.yaml"))
+    message = r"train_match\.head: must be one of concat, interactions, got 'bilinear'"
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict("train_match", TrainMatchParams, values | {"head": "bilinear"})
 
 
 def test_dir_source_needs_a_folder():

@@ -165,3 +165,21 @@ def test_metrical_profile_tells_triple_from_duple_subdivision():
     third, half = ratios.index(1 / 3), ratios.index(0.5)
     assert profiles["triple"][third] > profiles["triple"][half]
     assert profiles["duple"][half] > profiles["duple"][third]
+
+
+def test_harmonic_periodicity_finds_the_bar_of_a_repeating_tune():
+    # One note per beat at 120 BPM; the pitches repeat every 2 beats (a 6/8-like bar of
+    # two beats) or every 3 (a 9/8-like bar of three): the same onsets, another bar.
+    def tune(pitches: list[float], bpm: float = 120.0) -> np.ndarray:
+        beat = 60.0 / bpm
+        notes = [harmonic_tone(pitches[i % len(pitches)], seconds=beat) for i in range(int(10 / beat))]
+        return np.concatenate(notes)
+
+    lags = list(rhythm.HARMONIC_LAGS)
+    two, three = lags.index(2), lags.index(3)
+    for pitches, bar, other in (([262.0, 330.0], two, three), ([262.0, 330.0, 392.0], three, two)):
+        spec = spectrum_of(tune(pitches))
+        repeat = rhythm.harmonic_periodicity(spec, 120.0)
+        assert repeat.shape == (len(lags),)
+        assert repeat[bar] > 0.9 and repeat[bar] > repeat[other] + 0.5
+    assert np.all(rhythm.harmonic_periodicity(spectrum_of(tune([262.0])), 0.0) == 0.0)  # no tempo

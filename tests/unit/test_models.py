@@ -15,8 +15,8 @@ from tests.signals import harmonic_tone
 SEGMENTS, COLUMNS = 10, 101
 
 
-def _match(share: bool = False) -> MatchModule:
-    return MatchModule(COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0)
+def _match(share: bool = False, head: str = "concat") -> MatchModule:
+    return MatchModule(COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0, head)
 
 
 # Method A, step 3a: a convolutional structure turns each fused matrix into a deep feature.
@@ -48,6 +48,29 @@ def test_head_concatenates_deep_features_and_the_module_outputs_a_fit_in_0_1(rng
     fit = PairScorer(model)(fused)
     assert fit.shape == (5,) and torch.all((fit > 0) & (fit < 1))
     assert torch.allclose(fit, torch.sigmoid(model.logit(fused[:, 0], fused[:, 1])))
+
+
+def test_interaction_head_also_feeds_the_product_and_the_gap_of_the_deep_features(rng):
+    head = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0, terms="interactions")
+    assert head.fuse[0].in_features == 32
+    a, b = torch.randn(3, 8), torch.randn(3, 8)
+    expected = head.fuse(torch.cat([a, b, a * b, (a - b).abs()], dim=1))
+    assert torch.allclose(head.deep_fused(a, b), expected)
+    model = _match(head="interactions").eval()
+    fused = torch.from_numpy(rng.standard_normal((5, 2, SEGMENTS, COLUMNS)).astype(np.float32))
+    fit = PairScorer(model)(fused)
+    assert fit.shape == (5,) and torch.all((fit > 0) & (fit < 1))
+    with pytest.raises(ValueError, match="terms must be"):
+        MatchHead(embed_dim=8, fused_dim=12, dropout=0.0, terms="bilinear")
+
+
+def test_a_head_pickled_before_interactions_existed_still_loads_as_concat():
+    # Registered versions are pickled modules; those from before `terms` existed lack it.
+    state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0).__getstate__()
+    del state["terms"]
+    old = MatchHead.__new__(MatchHead)
+    old.__setstate__(state)
+    assert old.terms == "concat" and old(torch.ones(2, 8), torch.ones(2, 8)).shape == (2,)
 
 
 # Method A, step 5: the tower alone gives the deep feature used for retrieval.

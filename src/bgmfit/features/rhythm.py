@@ -1,4 +1,4 @@
-"""Rhythm: onset strength, its regularity, and the track's tempo."""
+"""Rhythm: onset strength, its regularity, the track's tempo and metre."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import scipy.fft
 
 from bgmfit.features.pooling import pool
 from bgmfit.features.spectrum import Spectrum
+from bgmfit.features.tonality import chroma
 
 #: Lags, as fractions and multiples of the beat, at which the metrical profile samples
 #: the onset autocorrelation: duple (1/2, 2) against triple (1/3, 2/3, 3) subdivision and grouping.
 METRICAL_RATIOS = (0.25, 1 / 3, 0.5, 2 / 3, 0.75, 1.5, 2.0, 3.0, 4.0)
-COLUMNS = ["onset_mean", "onset_std", "pulse_clarity", "tempo_bpm_per_100"] + [
-    f"metre_{r:.2f}" for r in METRICAL_RATIOS
-]
+#: Lags, in beats, at which the harmonic periodicity compares the chroma with itself:
+#: a tune that repeats its pitches every 2 beats (6/8) against every 3 (9/8), or 4 (4/4).
+HARMONIC_LAGS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+COLUMNS = (
+    ["onset_mean", "onset_std", "pulse_clarity", "tempo_bpm_per_100"]
+    + [f"metre_{r:.2f}" for r in METRICAL_RATIOS]
+    + [f"harmonic_repeat_{k:g}_beats" for k in HARMONIC_LAGS]
+)
 MIN_BPM, MAX_BPM = 40.0, 240.0
 # Log-normal prior on tempo, as librosa's default: centred on 120 BPM, one octave wide.
 PRIOR_BPM, PRIOR_OCTAVES = 120.0, 1.0
@@ -111,20 +117,52 @@ def metrical_profile(envelope: np.ndarray, sample_rate: int, hop_length: int, bp
     return np.interp(lags, np.arange(ac.size), ac / ac[0], right=0.0)
 
 
-def rhythm(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
-    """Per segment: onset strength mean and spread, pulse clarity; and for the whole
-    track its tempo / 100 and metrical profile (the same in every segment).
+def harmonic_periodicity(spec: Spectrum, bpm: float) -> np.ndarray:
+    """Mean cosine similarity of the centred chroma with itself :data:`HARMONIC_LAGS` beats later.
+
+    The onset envelope of an unaccented performance shows the beat and its
+    subdivision, but not how many beats make a bar. The pitches do: a tune
+    repeats its melodic and harmonic figures bar by bar, so the chroma is most
+    like itself one (or two) bars later. This tells a 6/8 jig (2 beats to the
+    bar) from a 9/8 slip jig (3), which the metrical profile cannot.
 
     Returns
     -------
     numpy.ndarray
-        ``(n_segments, 13)``, columns as :data:`COLUMNS`.
+        ``(len(HARMONIC_LAGS),)`` in [-1, 1]; zeros when there is no tempo, and
+        for a lag longer than the audio.
+    """
+    if bpm <= 0:
+        return np.zeros(len(HARMONIC_LAGS))
+    frames = chroma(spec).astype(np.float64)
+    frames -= frames.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(frames, axis=1, keepdims=True)
+    frames = np.divide(frames, norms, out=np.zeros_like(frames), where=norms > 1e-9)
+    period = 60.0 * spec.sample_rate / spec.hop_length / bpm
+    similarity = []
+    for beats in HARMONIC_LAGS:
+        lag = int(round(beats * period))
+        similarity.append(
+            float((frames[:-lag] * frames[lag:]).sum(axis=1).mean()) if 0 < lag < len(frames) else 0.0
+        )
+    return np.array(similarity)
+
+
+def rhythm(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Per segment: onset strength mean and spread, pulse clarity; and for the whole
+    track its tempo / 100, metrical profile and harmonic periodicity (the same in
+    every segment).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_segments, 21)``, columns as :data:`COLUMNS`.
     """
     envelope = onset_envelope(spec)
     bpm = estimate_tempo(envelope, spec.sample_rate, spec.hop_length)
     clarity = [pulse_clarity(envelope[s:e], spec.sample_rate, spec.hop_length) for s, e in bounds]
     metre = metrical_profile(envelope, spec.sample_rate, spec.hop_length, bpm)
-    track = np.concatenate([[bpm / 100.0], metre])
+    track = np.concatenate([[bpm / 100.0], metre, harmonic_periodicity(spec, bpm)])
     per_segment = np.column_stack(
         [pool(envelope, bounds, "mean"), pool(envelope, bounds, "std"), np.array(clarity)]
     )

@@ -32,6 +32,8 @@ class MatchModule(L.LightningModule):
         One tower for both sides when true.
     dropout, lr, weight_decay:
         Regularisation and AdamW settings.
+    head:
+        What the head's fully connected layer sees; see :class:`bgmfit.models.components.MatchHead`.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class MatchModule(L.LightningModule):
         dropout: float,
         lr: float,
         weight_decay: float,
+        head: str = "concat",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -59,7 +62,7 @@ class MatchModule(L.LightningModule):
         )
         self.foreground_tower = ConvTower(**tower)
         self.bgm_tower = self.foreground_tower if share_towers else ConvTower(**tower)
-        self.head = MatchHead(embed_dim, fused_dim, dropout)
+        self.head = MatchHead(embed_dim, fused_dim, dropout, head)
         self.val_auroc = BinaryAUROC()
 
     def embed(self, fused: torch.Tensor, side: str = "bgm") -> torch.Tensor:

@@ -12,7 +12,7 @@ from bgmfit.errors import BgmfitError
 from bgmfit.index import build_catalogue
 from bgmfit.stages.common import fresh_dir
 from bgmfit.stages.register import CHAMPIONS
-from bgmfit.tracking.registry import load_version
+from bgmfit.tracking.registry import MATCH, TRIPLET, feature_width, input_width, load_version
 
 INDEX_DIR = Path("models/index")
 
@@ -29,12 +29,22 @@ def run(
         raise BgmfitError(f"{champions_path} is missing; run the register stage first (dvc repro register)")
     champions = json.loads(champions_path.read_text())
     store = FeatureStore.load(features_dir)
-    match_model = load_version("bgmfit-match", str(champions["bgmfit-match"]["version"]))
-    triplet_model = load_version("bgmfit-triplet", str(champions["bgmfit-triplet"]["version"]))
+    models = {}
+    for network in (MATCH, TRIPLET):
+        champion = champions[network.name]
+        model = load_version(network.name, str(champion["version"]))
+        takes, given = input_width(network, model), feature_width(network, store, champion["input"])
+        if takes != given:
+            raise BgmfitError(
+                f"index: {network.name} v{champion['version']} (@champion) takes {takes}-column inputs, but "
+                f"{features_dir} has {given}: the features changed since it was trained. Retrain "
+                "(dvc repro) until a new version passes register's threshold; it then replaces this one"
+            )
+        models[network.name] = model
     stamp = build_catalogue(
         store,
-        match_model,
-        triplet_model,
+        models[MATCH.name],
+        models[TRIPLET.name],
         champions,
         features,
         features_dir / "norm_stats.json",

@@ -45,6 +45,7 @@ def run(
         dropout=params.dropout,
         lr=params.lr,
         weight_decay=params.weight_decay,
+        head=params.head,
     )
     result = train_and_log(
         EXPERIMENT,

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -84,6 +85,21 @@ def gate_score(network: Network, model: torch.nn.Module, store: FeatureStore, tr
     return float(metrics["model"][network.metric])
 
 
+def input_width(network: Network, model: torch.nn.Module) -> int:
+    """What a loaded version takes: fused columns (method A) or the flattened input length (method B)."""
+    if network is MATCH:
+        return int(model.match.hparams["in_columns"])
+    return int(model.layers[1].in_features)
+
+
+def feature_width(network: Network, store: FeatureStore, triplet_input: str) -> int:
+    """What the features of ``store`` give a version of ``network``, in the units of :func:`input_width`."""
+    if network is MATCH:
+        return int(store.fused.shape[2])
+    inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
+    return int(np.prod(inputs.shape[1:]))
+
+
 def champion_version(mlflow_client: MlflowClient, name: str):
     """The ``@champion`` version of ``name``, or ``None`` when there is none (yet)."""
     try:
@@ -139,12 +155,17 @@ def register_candidate(
     if not math.isfinite(score):
         raise BgmfitError(f"{network.name} v{version}: smoke prediction gave a {network.metric} of {score}")
     champion = champion_version(mlflow_client, network.name)
-    champion_score = None
+    champion_score, incompatible = None, None
     if champion is not None:
         champion_input = champion.tags.get("input", triplet_input)
-        champion_score = gate_score(
-            network, load_version(network.name, str(champion.version)), store, champion_input
-        )
+        champion_model = load_version(network.name, str(champion.version))
+        takes, given = input_width(network, champion_model), feature_width(network, store, champion_input)
+        if takes == given:
+            champion_score = gate_score(network, champion_model, store, champion_input)
+        else:
+            # The features changed since the champion was trained: it can neither be
+            # scored on this split nor serve these features, so only the threshold applies.
+            incompatible = f"takes {takes}-column inputs; the features now have {given}"
     promote = score >= threshold and (champion_score is None or score >= champion_score + margin)
     alias = CHAMPION if promote else CHALLENGER
 
@@ -153,11 +174,15 @@ def register_candidate(
         tags["input"] = triplet_input
     if champion_score is not None:
         tags["champion_score"] = f"{champion_score:.6f}"
+    if incompatible:
+        tags["champion_incompatible"] = f"v{champion.version} {incompatible}"
     if promote and champion is not None:
         tags["previous_champion"] = str(champion.version)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(network.name, version, key, value)
-    header = _card_header(network, version, alias, score, threshold, champion, champion_score, margin)
+    header = _card_header(
+        network, version, alias, score, threshold, champion, champion_score, margin, incompatible
+    )
     mlflow_client.update_model_version(network.name, version, description=header + card)
     mlflow_client.log_text(run_id, header + card, f"model_card/{network.name}-v{version}.md")
     # The alias moves last, then the tag that marks the gate as done.
@@ -174,8 +199,15 @@ def register_candidate(
     )
 
 
-def _card_header(network, version, alias, score, threshold, champion, champion_score, margin) -> str:
-    if champion_score is None:
+def _card_header(
+    network, version, alias, score, threshold, champion, champion_score, margin, incompatible
+) -> str:
+    if incompatible:
+        against = (
+            f"the champion then, v{champion.version}, {incompatible}, so it could not be scored "
+            "on this split and the threshold alone decided"
+        )
+    elif champion_score is None:
         against = "there was no champion before it"
     else:
         against = f"the champion then, v{champion.version}, scored {champion_score:.4f} on the same split"
