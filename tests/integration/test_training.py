@@ -105,6 +105,7 @@ def test_an_exception_inside_training_leaves_the_run_failed(project: Path):
         params.dropout,
         params.lr,
         params.weight_decay,
+        params.head,
     )
     checkpoints = project / "models/match/checkpoints"
     with pytest.raises(RuntimeError, match="injected"):
