@@ -88,7 +88,7 @@ def test_a_champion_trained_on_other_features_is_replaced_on_the_threshold_alone
     new = register_candidate(MATCH, _untrained_run(3), store, threshold=0.0, margin=0.01, card="new")
     assert (new.alias, new.champion_score, new.previous_champion) == ("champion", None, "1")
     card = registry.client().get_model_version("bgmfit-match", new.version).description
-    assert "takes 97-column inputs; the features now have 101" in card
+    assert "takes inputs of width 97; the features now have 101" in card
 
     # Rolled back to it, the old champion cannot index today's features: a clear error, no traceback.
     registry.rollback("bgmfit-match")
@@ -97,7 +97,8 @@ def test_a_champion_trained_on_other_features_is_replaced_on_the_threshold_alone
         "bgmfit-triplet": {"version": "1", "input": "fused"},
     }
     (project / "champions.json").write_text(json.dumps(champions))
-    with pytest.raises(BgmfitError, match=r"bgmfit-match v1 \(@champion\) takes 97-column inputs, but"):
+    message = r"bgmfit-match v1 \(@champion\) takes inputs of width 97; the features now have 101"
+    with pytest.raises(BgmfitError, match=message):
         index.run(
             load_params("index", IndexParams, REPO / "params.yaml"),
             load_params("features", FeaturesParams, REPO / "params.yaml"),

@@ -12,7 +12,7 @@ from bgmfit.errors import BgmfitError
 from bgmfit.index import build_catalogue
 from bgmfit.stages.common import fresh_dir
 from bgmfit.stages.register import CHAMPIONS
-from bgmfit.tracking.registry import MATCH, TRIPLET, feature_width, input_width, load_version
+from bgmfit.tracking.registry import MATCH, TRIPLET, incompatibility, load_version
 
 INDEX_DIR = Path("models/index")
 
@@ -33,12 +33,12 @@ def run(
     for network in (MATCH, TRIPLET):
         champion = champions[network.name]
         model = load_version(network.name, str(champion["version"]))
-        takes, given = input_width(network, model), feature_width(network, store, champion["input"])
-        if takes != given:
+        problem = incompatibility(network, model, store, champion["input"])
+        if problem:
             raise BgmfitError(
-                f"index: {network.name} v{champion['version']} (@champion) takes {takes}-column inputs, but "
-                f"{features_dir} has {given}: the features changed since it was trained. Retrain "
-                "(dvc repro) until a new version passes register's threshold; it then replaces this one"
+                f"index: {network.name} v{champion['version']} (@champion) {problem} in {features_dir}: "
+                "they changed since it was trained. Retrain (dvc repro) until a new version passes "
+                "register's threshold; it then replaces this one"
             )
         models[network.name] = model
     stamp = build_catalogue(

@@ -85,19 +85,22 @@ def gate_score(network: Network, model: torch.nn.Module, store: FeatureStore, tr
     return float(metrics["model"][network.metric])
 
 
-def input_width(network: Network, model: torch.nn.Module) -> int:
-    """What a loaded version takes: fused columns (method A) or the flattened input length (method B)."""
-    if network is MATCH:
-        return int(model.match.hparams["in_columns"])
-    return int(model.layers[1].in_features)
+def incompatibility(
+    network: Network, model: torch.nn.Module, store: FeatureStore, triplet_input: str
+) -> str | None:
+    """Why a loaded version cannot take the features of ``store``, or ``None`` when it can.
 
-
-def feature_width(network: Network, store: FeatureStore, triplet_input: str) -> int:
-    """What the features of ``store`` give a version of ``network``, in the units of :func:`input_width`."""
+    A version takes a fixed width: fused columns (method A), or the flattened
+    input length (method B). A change of the features changes that width.
+    """
     if network is MATCH:
-        return int(store.fused.shape[2])
-    inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
-    return int(np.prod(inputs.shape[1:]))
+        takes, given = int(model.match.hparams["in_columns"]), int(store.fused.shape[2])
+    else:
+        inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
+        takes, given = int(model.layers[1].in_features), int(np.prod(inputs.shape[1:]))
+    if takes == given:
+        return None
+    return f"takes inputs of width {takes}; the features now have {given}"
 
 
 def champion_version(mlflow_client: MlflowClient, name: str):
@@ -155,17 +158,15 @@ def register_candidate(
     if not math.isfinite(score):
         raise BgmfitError(f"{network.name} v{version}: smoke prediction gave a {network.metric} of {score}")
     champion = champion_version(mlflow_client, network.name)
-    champion_score, incompatible = None, None
+    champion_score = incompatible = None
     if champion is not None:
         champion_input = champion.tags.get("input", triplet_input)
         champion_model = load_version(network.name, str(champion.version))
-        takes, given = input_width(network, champion_model), feature_width(network, store, champion_input)
-        if takes == given:
+        # After a change of the features the champion can neither be scored on
+        # this split nor serve these features, so only the threshold applies.
+        incompatible = incompatibility(network, champion_model, store, champion_input)
+        if incompatible is None:
             champion_score = gate_score(network, champion_model, store, champion_input)
-        else:
-            # The features changed since the champion was trained: it can neither be
-            # scored on this split nor serve these features, so only the threshold applies.
-            incompatible = f"takes {takes}-column inputs; the features now have {given}"
     promote = score >= threshold and (champion_score is None or score >= champion_score + margin)
     alias = CHAMPION if promote else CHALLENGER
 
