@@ -485,6 +485,12 @@ class TrainMatchParams(TrainerParams):
         ``concat``: the fully connected layer sees the two deep features side by
         side, as the method states it. ``interactions``: it also sees their
         product and absolute difference.
+    agreement:
+        Fused column names (see ``data/features/norm_stats.json``) that the head
+        compares across the two sides directly, through a kernel that is 1 when
+        the foreground's and the BGM's values agree; ``[]`` for none. The
+        default, the tempo, is what tells a foreground's own accompaniment
+        from other music of its style.
     dropout:
         Dropout in towers and head.
     batch_size:
@@ -498,6 +504,7 @@ class TrainMatchParams(TrainerParams):
     fused_dim: int
     share_towers: bool
     head: str
+    agreement: tuple[str, ...]
     dropout: float
     batch_size: int
 
@@ -519,6 +526,8 @@ class TrainMatchParams(TrainerParams):
 
 
 TRIPLET_INPUTS = ("mfcc_frames", "fused")
+#: What method B's first layer sees (see :class:`bgmfit.models.components.FeedForwardBranch`).
+TRIPLET_FRONTS = ("flat", "modulation")
 
 
 @dataclass(frozen=True)
@@ -529,6 +538,11 @@ class TrainTripletParams(TrainerParams):
     ----------
     input:
         ``mfcc_frames`` (the method's feature) or ``fused`` (method A's, for comparison).
+    front:
+        What the branch's first layer sees. ``flat``: the input as it is.
+        ``modulation``: a fixed layer first takes each coefficient's
+        modulation spectrum over the frames (the magnitude of its DFT), which
+        shows note rate, beat and bar wherever in the clip they fall.
     hidden_dim, embed_dim, dropout:
         The feed-forward branch.
     margin:
@@ -542,6 +556,7 @@ class TrainTripletParams(TrainerParams):
     """
 
     input: str
+    front: str
     hidden_dim: int
     embed_dim: int
     dropout: float
@@ -557,6 +572,11 @@ class TrainTripletParams(TrainerParams):
             self.input in TRIPLET_INPUTS,
             "train_triplet.input",
             f"must be one of {', '.join(TRIPLET_INPUTS)}, got {self.input!r}",
+        )
+        _require(
+            self.front in TRIPLET_FRONTS,
+            "train_triplet.front",
+            f"must be one of {', '.join(TRIPLET_FRONTS)}, got {self.front!r}",
         )
         _require(
             self.mining in ("semi-hard", "hard"),

@@ -10,10 +10,12 @@ from bgmfit.config import (
     PackageParams,
     RegisterParams,
     TrainMatchParams,
+    TrainTripletParams,
     load_params,
     params_from_dict,
 )
 from bgmfit.errors import ConfigError
+from bgmfit.stages.train_match import column_indices
 from tests.signals import REPO
 
 
@@ -63,6 +65,21 @@ def test_unknown_match_head_is_named():
     message = r"train_match\.head: must be one of concat, interactions, got 'bilinear'"
     with pytest.raises(ConfigError, match=message):
         params_from_dict("train_match", TrainMatchParams, values | {"head": "bilinear"})
+
+
+def test_unknown_triplet_front_is_named():
+    values = dataclasses.asdict(load_params("train_triplet", TrainTripletParams, REPO / "params.yaml"))
+    with pytest.raises(
+        ConfigError, match=r"train_triplet\.front: must be one of flat, modulation, got 'fft'"
+    ):
+        params_from_dict("train_triplet", TrainTripletParams, values | {"front": "fft"})
+
+
+def test_unknown_agreement_column_is_named_with_the_columns_there_are():
+    message = r"train_match\.agreement: 'tempo' is not a fused feature column; the columns are: a, tempo_bpm"
+    with pytest.raises(ConfigError, match=message):
+        column_indices(["tempo"], ["a", "tempo_bpm"])
+    assert column_indices(["tempo_bpm", "a"], ["a", "tempo_bpm"]) == (1, 0)
 
 
 def test_dir_source_needs_a_folder():

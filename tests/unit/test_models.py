@@ -1,5 +1,7 @@
 """Claim conformance: one test per step of each method, on tiny tensors."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from bgmfit.evaluation.metrics import cosine_distance_matrix, top_k
 from bgmfit.features.fusion import analyse, fit_length
 from bgmfit.features.spectrum import compute_spectrum, mfcc
-from bgmfit.models.components import ConvTower, FeedForwardBranch, MatchHead
+from bgmfit.models.components import ConvTower, FeedForwardBranch, MatchHead, ModulationSpectrum
 from bgmfit.models.match_module import MatchModule, PairScorer
 from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
 from tests.signals import harmonic_tone
@@ -15,8 +17,8 @@ from tests.signals import harmonic_tone
 SEGMENTS, COLUMNS = 10, 101
 
 
-def _match(share: bool = False, head: str = "concat") -> MatchModule:
-    return MatchModule(COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0, head)
+def _match(share: bool = False, head: str = "concat", agreement_columns: tuple[int, ...] = ()) -> MatchModule:
+    return MatchModule(COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0, head, agreement_columns)
 
 
 # Method A, step 3a: a convolutional structure turns each fused matrix into a deep feature.
@@ -73,6 +75,40 @@ def test_a_head_pickled_before_interactions_existed_still_loads_as_concat():
     assert old.terms == "concat" and old(torch.ones(2, 8), torch.ones(2, 8)).shape == (2,)
 
 
+def test_agreement_columns_pass_through_the_towers_and_reach_the_head_as_a_kernel_of_their_gap(rng):
+    model = _match(head="interactions", agreement_columns=(3, 5)).eval()
+    fused = torch.from_numpy(rng.standard_normal((4, SEGMENTS, COLUMNS)).astype(np.float32))
+    deep = model.embed(fused, "bgm")
+    assert deep.shape == (4, 8 + 2)
+    assert torch.allclose(deep[:, 8:], fused[:, :, [3, 5]].mean(dim=1))
+    head = model.head
+    assert head.fuse[0].in_features == 4 * 8 + 2
+    a, b = torch.randn(3, 10), torch.randn(3, 10)
+    b[0, 8:] = a[0, 8:]  # row 0 agrees on both columns; the others are far apart on the kernel's scale
+    width = head.log_width.exp()
+    kernel = torch.exp(-(((a[:, 8:] - b[:, 8:]) / width) ** 2))
+    assert torch.equal(kernel[0], torch.ones(2)) and torch.all(kernel[1:] < 1e-6)
+    f, g = a[:, :8], b[:, :8]
+    expected = head.fuse(torch.cat([f, g, f * g, (f - g).abs(), kernel], dim=1))
+    assert torch.allclose(head.deep_fused(a, b), expected)
+    fit = PairScorer(model)(torch.stack([fused, fused.flip(0)], dim=1))
+    assert fit.shape == (4,) and torch.all((fit > 0) & (fit < 1))
+
+
+def test_towers_and_heads_pickled_before_agreement_existed_still_load():
+    tower = ConvTower(COLUMNS, channels=4, depth=1, kernel_size=3, embed_dim=8, dropout=0.0).eval()
+    state = tower.__getstate__()
+    del state["passthrough"]
+    old_tower = ConvTower.__new__(ConvTower)
+    old_tower.__setstate__(state)
+    head_state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0).__getstate__()
+    del head_state["agreement"]
+    old_head = MatchHead.__new__(MatchHead)
+    old_head.__setstate__(head_state)
+    deep = old_tower(torch.ones(2, SEGMENTS, COLUMNS))
+    assert deep.shape == (2, 8) and old_head(deep, deep).shape == (2,)
+
+
 # Method A, step 5: the tower alone gives the deep feature used for retrieval.
 def test_embed_exposes_each_side_tower(rng):
     model = _match().eval()
@@ -105,6 +141,32 @@ def test_branch_output_is_unit_length(rng):
     out = branch(torch.from_numpy(rng.standard_normal((6, 4, 10)).astype(np.float32)))
     assert out.shape == (6, 8)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(6))
+
+
+def test_modulation_front_gives_each_coefficients_spectrum_wherever_the_pattern_starts():
+    frames, coefficients = 64, 3
+    t = torch.arange(frames, dtype=torch.float32)
+    series = torch.stack(
+        [torch.cos(2 * math.pi * 8 * t / frames), 2 + 0 * t, torch.cos(2 * math.pi * 5 * t / frames)], 1
+    )
+    out = ModulationSpectrum()(series[None])
+    assert out.shape == (1, frames // 2 + 1, coefficients)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 2.0, 0.0]), atol=1e-5, rtol=0)  # row 0: the mean
+    assert out[0, 1:, 0].argmax() + 1 == 8 and out[0, 1:, 2].argmax() + 1 == 5
+    assert torch.all(out[0, 1:, 1].abs() < 1e-5)  # a constant has no modulation
+    shifted = ModulationSpectrum()(series.roll(11, dims=0)[None])
+    torch.testing.assert_close(shifted, out, atol=1e-4, rtol=0)
+    branch = FeedForwardBranch(frames * coefficients, 16, 8, 0.0, modulation_frames=frames)
+    assert branch.layers[1].in_features == (frames // 2 + 1) * coefficients and branch.in_features == 192
+    assert branch(series[None]).shape == (1, 8)
+
+
+def test_a_branch_pickled_before_the_front_existed_still_loads():
+    state = FeedForwardBranch(40, 16, 8, 0.0).__getstate__()
+    del state["_modules"]["front"], state["in_features"]
+    old = FeedForwardBranch.__new__(FeedForwardBranch)
+    old.__setstate__(state)
+    assert old.in_features == 40 and old(torch.ones(2, 4, 10)).shape == (2, 8)
 
 
 # Method B, step 3: triplets with d(a,p) < d(a,n), margin loss, semi-hard or hard mining.

@@ -34,6 +34,9 @@ class MatchModule(L.LightningModule):
         Regularisation and AdamW settings.
     head:
         What the head's fully connected layer sees; see :class:`bgmfit.models.components.MatchHead`.
+    agreement_columns:
+        Indices of fused columns the head compares across the sides through an
+        agreement kernel; each tower passes their segment means through.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class MatchModule(L.LightningModule):
         lr: float,
         weight_decay: float,
         head: str = "concat",
+        agreement_columns: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -59,14 +63,18 @@ class MatchModule(L.LightningModule):
             kernel_size=kernel_size,
             embed_dim=embed_dim,
             dropout=dropout,
+            passthrough=tuple(agreement_columns),
         )
         self.foreground_tower = ConvTower(**tower)
         self.bgm_tower = self.foreground_tower if share_towers else ConvTower(**tower)
-        self.head = MatchHead(embed_dim, fused_dim, dropout, head)
+        self.head = MatchHead(embed_dim, fused_dim, dropout, head, len(agreement_columns))
         self.val_auroc = BinaryAUROC()
 
     def embed(self, fused: torch.Tensor, side: str = "bgm") -> torch.Tensor:
-        """Deep features of fused matrices ``(batch, segments, columns)`` through one side's tower."""
+        """Deep features of fused matrices ``(batch, segments, columns)`` through one side's tower.
+
+        ``(batch, embed_dim + len(agreement_columns))``: the learned feature, then those columns' means.
+        """
         if side not in ("foreground", "bgm"):
             raise ValueError(f"side must be 'foreground' or 'bgm', got {side!r}")
         return (self.foreground_tower if side == "foreground" else self.bgm_tower)(fused)

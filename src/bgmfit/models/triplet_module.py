@@ -33,6 +33,8 @@ class TripletModule(L.LightningModule):
         ``semi-hard`` or ``hard``.
     lr, weight_decay:
         AdamW settings.
+    modulation_frames:
+        See :class:`bgmfit.models.components.FeedForwardBranch`; 0 for none.
     """
 
     def __init__(
@@ -45,10 +47,11 @@ class TripletModule(L.LightningModule):
         mining: str,
         lr: float,
         weight_decay: float,
+        modulation_frames: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.branch = FeedForwardBranch(in_features, hidden_dim, embed_dim, dropout)
+        self.branch = FeedForwardBranch(in_features, hidden_dim, embed_dim, dropout, modulation_frames)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Unit-length embeddings ``(batch, embed_dim)``."""

@@ -14,6 +14,8 @@ import lightning as L
 from bgmfit.config import TrainMatchParams
 from bgmfit.data.datamodules import PairDataModule
 from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.errors import ConfigError
+from bgmfit.features.fusion import NormStats
 from bgmfit.models.match_module import MODE, MONITOR, MatchModule, PairScorer
 from bgmfit.models.training import train_and_log
 from bgmfit.stages.common import write_json
@@ -34,6 +36,7 @@ def run(
     L.seed_everything(params.seed, workers=True, verbose=False)
     store = FeatureStore.load(features_dir)
     datamodule = PairDataModule(store, params.batch_size, params.seed)
+    columns = NormStats.load(features_dir / "norm_stats.json").columns
     module = MatchModule(
         in_columns=store.fused.shape[2],
         tower_channels=params.tower_channels,
@@ -46,6 +49,7 @@ def run(
         lr=params.lr,
         weight_decay=params.weight_decay,
         head=params.head,
+        agreement_columns=column_indices(params.agreement, columns),
     )
     result = train_and_log(
         EXPERIMENT,
@@ -62,3 +66,20 @@ def run(
     summary = {"best_val_auroc": result.best_score, "epochs": result.epochs, "steps": result.global_step}
     write_json(metrics_path, summary)
     return summary
+
+
+def column_indices(names: tuple[str, ...] | list[str], columns: list[str]) -> tuple[int, ...]:
+    """Positions of ``train_match.agreement``'s names among the fused columns.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not a fused column, listing the ones there are.
+    """
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: train_match.agreement: {unknown[0]!r} is not a fused feature column; "
+            f"the columns are: {', '.join(columns)}"
+        )
+    return tuple(columns.index(n) for n in names)

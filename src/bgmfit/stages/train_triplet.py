@@ -49,6 +49,7 @@ def run(
         mining=params.mining,
         lr=params.lr,
         weight_decay=params.weight_decay,
+        modulation_frames=int(inputs.shape[1]) if params.front == "modulation" else 0,
     )
     result = train_and_log(
         EXPERIMENT,

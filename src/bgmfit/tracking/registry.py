@@ -97,7 +97,7 @@ def incompatibility(
         takes, given = int(model.match.hparams["in_columns"]), int(store.fused.shape[2])
     else:
         inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
-        takes, given = int(model.layers[1].in_features), int(np.prod(inputs.shape[1:]))
+        takes, given = int(model.in_features), int(np.prod(inputs.shape[1:]))
     if takes == given:
         return None
     return f"takes inputs of width {takes}; the features now have {given}"

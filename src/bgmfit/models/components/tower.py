@@ -23,16 +23,28 @@ class ConvTower(nn.Module):
         Size of the deep feature.
     dropout:
         Dropout before the projection.
+    passthrough:
+        Input columns whose mean over the segments is appended, unlearned, to
+        the deep feature, so that the head can compare them across the sides
+        at full precision (see ``agreement`` in :class:`MatchHead`).
 
     Shapes
     ------
-    ``(batch, segments, in_columns)`` -> ``(batch, embed_dim)``.
+    ``(batch, segments, in_columns)`` -> ``(batch, embed_dim + len(passthrough))``.
     """
 
     def __init__(
-        self, in_columns: int, channels: int, depth: int, kernel_size: int, embed_dim: int, dropout: float
+        self,
+        in_columns: int,
+        channels: int,
+        depth: int,
+        kernel_size: int,
+        embed_dim: int,
+        dropout: float,
+        passthrough: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
+        self.passthrough = tuple(passthrough)
         blocks: list[nn.Module] = []
         width = in_columns
         for _ in range(depth):
@@ -49,4 +61,12 @@ class ConvTower(nn.Module):
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         hidden = self.convolutions(fused.transpose(1, 2))
         pooled = torch.cat([hidden.mean(dim=2), hidden.amax(dim=2)], dim=1)
-        return self.project(pooled)
+        deep = self.project(pooled)
+        if not self.passthrough:
+            return deep
+        return torch.cat([deep, fused[:, :, list(self.passthrough)].mean(dim=1)], dim=1)
+
+    def __setstate__(self, state: dict) -> None:
+        # Registered versions are pickled modules; towers from before ``passthrough`` existed had none.
+        state.setdefault("passthrough", ())
+        super().__setstate__(state)
