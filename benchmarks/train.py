@@ -30,6 +30,7 @@ from bgmfit.data.store import FeatureStore
 from bgmfit.features.fusion import dimensions
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.triplet_module import TripletModule
+from bgmfit.stages.train_match import column_indices
 
 STYLES, WORKS = 8, 40
 
@@ -37,7 +38,7 @@ STYLES, WORKS = 8, 40
 def synthetic_store(features: FeaturesParams) -> FeatureStore:
     """A store shaped like the demo corpus: 8 styles x 40 works, foreground + BGM + music each."""
     rng = np.random.default_rng(0)
-    columns = sum(len(d.columns) for d in dimensions(features))
+    columns = [c for d in dimensions(features) for c in d.columns]
     tracks = []
     for s in range(STYLES):
         for w in range(WORKS):
@@ -59,9 +60,9 @@ def synthetic_store(features: FeaturesParams) -> FeatureStore:
                     )
                 )
     n = len(tracks)
-    fused = rng.standard_normal((n, features.n_segments, columns)).astype(np.float32)
+    fused = rng.standard_normal((n, features.n_segments, len(columns))).astype(np.float32)
     frames = rng.standard_normal((n, features.frames_n, features.frames_n_mfcc)).astype(np.float32)
-    return FeatureStore(fused, frames, tracks)
+    return FeatureStore(fused, frames, tracks, columns)
 
 
 def fit_seconds(make_module, datamodule, batches: int, accelerator: str, logger) -> float:
@@ -105,11 +106,10 @@ def main() -> None:
     match = load_params("train_match", TrainMatchParams, args.params)
     triplet = load_params("train_triplet", TrainTripletParams, args.params)
     store = synthetic_store(features)
-    columns = store.fused.shape[2]
     networks = {
         "match": (
             lambda: MatchModule(
-                columns,
+                len(store.columns),
                 match.tower_channels,
                 match.tower_depth,
                 match.kernel_size,
@@ -119,6 +119,8 @@ def main() -> None:
                 match.dropout,
                 match.lr,
                 match.weight_decay,
+                match.head,
+                column_indices(match.agreement, store.columns),
             ),
             PairDataModule(store, match.batch_size, match.seed),
             match.batch_size,
@@ -133,6 +135,7 @@ def main() -> None:
                 triplet.mining,
                 triplet.lr,
                 triplet.weight_decay,
+                features.frames_n if triplet.front == "modulation" else 0,
             ),
             TripletDataModule(
                 store,

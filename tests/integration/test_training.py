@@ -144,3 +144,14 @@ def test_ddp_on_two_cpu_processes_trains_once_into_one_run(project: Path):
     assert [r.info.status for r in runs] == ["FINISHED"], "only rank 0 owns an MLflow run"
     record = json.loads((project / "models/match/training.json").read_text())
     assert record["run_id"] == runs[0].info.run_id and record["epochs"] == 2
+
+
+def test_a_feature_store_without_matching_column_names_is_refused_with_the_file_named(project: Path):
+    features = project / "data/features"
+    stats = json.loads((features / "norm_stats.json").read_text())
+    (features / "norm_stats.json").write_text(json.dumps(stats | {"columns": stats["columns"][:-1]}))
+    with pytest.raises(BgmfitError, match=r"norm_stats\.json names 100 columns but fused\.npy has 101"):
+        FeatureStore.load(features)
+    (features / "norm_stats.json").unlink()
+    with pytest.raises(BgmfitError, match=r"missing .*norm_stats\.json; run the features stage first"):
+        FeatureStore.load(features)

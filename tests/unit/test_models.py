@@ -84,7 +84,8 @@ def test_agreement_columns_pass_through_the_towers_and_reach_the_head_as_a_kerne
     head = model.head
     assert head.fuse[0].in_features == 4 * 8 + 2
     a, b = torch.randn(3, 10), torch.randn(3, 10)
-    b[0, 8:] = a[0, 8:]  # row 0 agrees on both columns; the others are far apart on the kernel's scale
+    b[0, 8:] = a[0, 8:]  # row 0 agrees on both columns
+    b[1:, 8:] = a[1:, 8:] + 1.0  # the others are 100 kernel widths apart
     width = head.log_width.exp()
     kernel = torch.exp(-(((a[:, 8:] - b[:, 8:]) / width) ** 2))
     assert torch.equal(kernel[0], torch.ones(2)) and torch.all(kernel[1:] < 1e-6)

@@ -9,6 +9,7 @@ import numpy as np
 
 from bgmfit.data.manifest import FOREGROUND_ROLES, ManifestRow, read_manifest
 from bgmfit.errors import BgmfitError
+from bgmfit.features.fusion import NormStats
 
 FEATURES_DIR = Path("data/features")
 
@@ -25,16 +26,19 @@ class FeatureStore:
         ``(tracks, frames_n, n_mfcc)`` float32, method B's input.
     tracks:
         Manifest rows in array order.
+    columns:
+        The name of each fused column, from ``norm_stats.json``.
     """
 
     fused: np.ndarray
     mfcc_frames: np.ndarray
     tracks: list[ManifestRow]
+    columns: list[str]
 
     @classmethod
     def load(cls, folder: Path = FEATURES_DIR) -> FeatureStore:
-        """Load ``fused.npy``, ``mfcc_frames.npy`` and ``tracks.csv`` from ``folder``."""
-        needed = [folder / n for n in ("fused.npy", "mfcc_frames.npy", "tracks.csv")]
+        """Load ``fused.npy``, ``mfcc_frames.npy``, ``tracks.csv`` and the column names from ``folder``."""
+        needed = [folder / n for n in ("fused.npy", "mfcc_frames.npy", "tracks.csv", "norm_stats.json")]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
             raise BgmfitError(
@@ -43,9 +47,15 @@ class FeatureStore:
         fused = np.load(folder / "fused.npy")
         frames = np.load(folder / "mfcc_frames.npy")
         tracks = read_manifest(folder / "tracks.csv")
+        columns = NormStats.load(folder / "norm_stats.json").columns
         if not fused.shape[0] == frames.shape[0] == len(tracks):
             raise BgmfitError(f"{folder}: arrays and tracks.csv disagree in length; rerun the features stage")
-        return cls(fused, frames, tracks)
+        if len(columns) != fused.shape[2]:
+            raise BgmfitError(
+                f"{folder}: norm_stats.json names {len(columns)} columns but fused.npy has "
+                f"{fused.shape[2]}; rerun the features stage"
+            )
+        return cls(fused, frames, tracks, columns)
 
     def select(self, split: str | None = None, roles: tuple[str, ...] | None = None) -> np.ndarray:
         """Row indices of the tracks in ``split`` (all when ``None``) with one of ``roles``."""

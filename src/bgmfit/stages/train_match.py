@@ -15,7 +15,6 @@ from bgmfit.config import TrainMatchParams
 from bgmfit.data.datamodules import PairDataModule
 from bgmfit.data.store import FEATURES_DIR, FeatureStore
 from bgmfit.errors import ConfigError
-from bgmfit.features.fusion import NormStats
 from bgmfit.models.match_module import MODE, MONITOR, MatchModule, PairScorer
 from bgmfit.models.training import train_and_log
 from bgmfit.stages.common import write_json
@@ -36,7 +35,6 @@ def run(
     L.seed_everything(params.seed, workers=True, verbose=False)
     store = FeatureStore.load(features_dir)
     datamodule = PairDataModule(store, params.batch_size, params.seed)
-    columns = NormStats.load(features_dir / "norm_stats.json").columns
     module = MatchModule(
         in_columns=store.fused.shape[2],
         tower_channels=params.tower_channels,
@@ -49,7 +47,7 @@ def run(
         lr=params.lr,
         weight_decay=params.weight_decay,
         head=params.head,
-        agreement_columns=column_indices(params.agreement, columns),
+        agreement_columns=column_indices(params.agreement, store.columns),
     )
     result = train_and_log(
         EXPERIMENT,
