@@ -19,7 +19,10 @@ from bgmfit.errors import BgmfitError
 
 
 class PairDataset(Dataset):
-    """``(foreground fused, bgm fused, grade)`` for fixed pairs of rows."""
+    """``(foreground fused, bgm fused, grade, foreground row)`` for fixed pairs of rows.
+
+    The row groups a foreground's pairs, so that validation can rank its BGMs.
+    """
 
     def __init__(self, fused: np.ndarray, pairs: np.ndarray, grades: np.ndarray) -> None:
         self.fused = torch.from_numpy(fused)
@@ -31,7 +34,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int):
         foreground, bgm = self.pairs[index]
-        return self.fused[foreground], self.fused[bgm], self.grades[index]
+        return self.fused[foreground], self.fused[bgm], self.grades[index], foreground
 
 
 class PairDataModule(L.LightningDataModule):

@@ -11,10 +11,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
+from torchmetrics.retrieval import RetrievalMRR
+
+from bgmfit.data.pairs import SAME_WORK
 
 from bgmfit.models.components import ConvTower, MatchHead
 
-MONITOR, MODE = "val/auroc", "max"
+# Checkpoints are chosen by how well each val foreground's own BGM ranks among every val BGM,
+# the task of /recommend; val/auroc (fits vs not) picks epochs that rank partners worse.
+MONITOR, MODE = "val/mrr", "max"
 
 
 class MatchModule(L.LightningModule):
@@ -69,6 +74,8 @@ class MatchModule(L.LightningModule):
         self.bgm_tower = self.foreground_tower if share_towers else ConvTower(**tower)
         self.head = MatchHead(embed_dim, fused_dim, dropout, head, len(agreement_columns))
         self.val_auroc = BinaryAUROC()
+        # Each val foreground ranks every val BGM; relevant: its own work's, as in the evaluation.
+        self.val_mrr = RetrievalMRR(empty_target_action="skip")
 
     def embed(self, fused: torch.Tensor, side: str = "bgm") -> torch.Tensor:
         """Deep features of fused matrices ``(batch, segments, columns)`` through one side's tower.
@@ -88,7 +95,7 @@ class MatchModule(L.LightningModule):
         return self.head(self.embed(foreground, "foreground"), self.embed(bgm, "bgm"))
 
     def _common_step(self, batch, stage: str) -> torch.Tensor:
-        foreground, bgm, grade = batch
+        foreground, bgm, grade, foreground_row = batch
         logit = self.logit(foreground, bgm)
         loss = F.binary_cross_entropy_with_logits(logit, grade)
         self.log(
@@ -103,6 +110,8 @@ class MatchModule(L.LightningModule):
         if stage == "val":
             self.val_auroc.update(torch.sigmoid(logit), (grade > 0).long())
             self.log("val/auroc", self.val_auroc, on_step=False, on_epoch=True, prog_bar=True)
+            self.val_mrr.update(logit, grade >= SAME_WORK, indexes=foreground_row)
+            self.log("val/mrr", self.val_mrr, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
