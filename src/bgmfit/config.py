@@ -489,8 +489,8 @@ class TrainMatchParams(TrainerParams):
         Fused column names (see ``data/features/norm_stats.json``) that the head
         compares across the two sides directly, through a kernel that is 1 when
         the foreground's and the BGM's values agree; ``[]`` for none. The
-        default, the tempo, is what tells a foreground's own accompaniment
-        from other music of its style.
+        default, the tempo folded into one octave, is what tells a foreground's
+        own accompaniment from other music of its style.
     dropout:
         Dropout in towers and head.
     batch_size:

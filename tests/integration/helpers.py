@@ -115,7 +115,7 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
     write_manifest(rows, folder / "tracks.csv")
     # Column names as the features stage writes them; `train_match.agreement` names the tempo's.
-    columns = [f"c{i}" for i in range(100)] + ["tempo_bpm_per_100"]
+    columns = [f"c{i}" for i in range(100)] + ["tempo_folded_bpm_per_100"]
     zeros, ones = np.zeros(101, np.float32), np.ones(101, np.float32)
     stats = NormStats([("synthetic", 0, 101)], columns, zeros, ones, zeros[:20], ones[:20])
     stats.save(folder / "norm_stats.json")

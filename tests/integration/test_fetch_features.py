@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bgmfit.config import FeaturesParams, load_params
 from bgmfit.data.manifest import read_manifest
 from tests.integration.helpers import TINY_FETCH, bgmfit, write_params, write_user_catalogue
 from tests.signals import SR, harmonic_tone
@@ -55,7 +56,8 @@ def test_features_align_with_tracks_and_use_training_statistics(demo_project: Pa
     frames = np.load(features / "mfcc_frames.npy")
     tracks = read_manifest(features / "tracks.csv")
     assert fused.shape[0] == frames.shape[0] == len(tracks)
-    assert fused.shape[1] == 10 and frames.shape[1:] == (256, 20)
+    params = load_params("features", FeaturesParams, demo_project / "params.yaml")
+    assert fused.shape[1] == params.n_segments and frames.shape[1:] == (params.frames_n, params.frames_n_mfcc)
     assert np.all(np.isfinite(fused)) and np.all(np.isfinite(frames))
     train = np.array([t.split == "train" for t in tracks])
     # Statistics come from the training split, so only its frames average to zero.

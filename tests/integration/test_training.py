@@ -16,8 +16,8 @@ from bgmfit.config import TrainMatchParams, TrainTripletParams, load_params
 from bgmfit.data.datamodules import PairDataModule, TripletDataModule
 from bgmfit.data.pairs import fit_grade
 from bgmfit.data.store import FeatureStore
-from bgmfit.evaluation.metrics import partner_retrieval
 from bgmfit.errors import BgmfitError
+from bgmfit.evaluation.metrics import partner_retrieval
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.training import stage_run, train
 from bgmfit.models.triplet_module import TripletModule
@@ -47,17 +47,23 @@ def test_fast_dev_run_trains_both_networks(project: Path):
         assert trainer.global_step == 1
 
 
-def test_val_mrr_is_the_evaluations_partner_mrr_over_every_val_pair(project: Path):
+def test_val_ranking_metrics_are_the_evaluations_over_every_val_pair(project: Path):
     store = FeatureStore.load(project / "data/features")
     module = MatchModule(101, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0, head="interactions").eval()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    logged = trainer.validate(module, datamodule=PairDataModule(store, batch_size=8, seed=0), verbose=False)[0]
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    (logged,) = trainer.validate(
+        module, datamodule=PairDataModule(store, batch_size=8, seed=0), verbose=False
+    )
     foregrounds, bgms = store.foregrounds("val"), store.bgms("val")
     fused = torch.from_numpy(store.fused)
     with torch.no_grad():
         scores = np.stack([module(fused[[f] * len(bgms)], fused[bgms]).numpy() for f in foregrounds])
     relevance = np.array([[fit_grade(store, f, b) for b in bgms] for f in foregrounds])
-    assert logged["val/mrr"] == pytest.approx(partner_retrieval(scores, relevance)["mrr"], abs=1e-5)
+    expected = partner_retrieval(scores, relevance)
+    assert logged["val/mrr"] == pytest.approx(expected["mrr"], abs=1e-5)
+    assert logged["val/ndcg_at_10"] == pytest.approx(expected["ndcg@10"], abs=1e-5)
     assert 0 < logged["val/mrr"] <= 1 and 0 <= logged["val/auroc"] <= 1
 
 

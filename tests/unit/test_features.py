@@ -38,6 +38,23 @@ def test_click_track_tempo_within_two_bpm(bpm):
     assert abs(estimate - bpm) <= 2.0, estimate
 
 
+@pytest.mark.parametrize(
+    ("bpm", "folded"),
+    [(80.0, 80.0), (160.0, 80.0), (40.0, 80.0), (65.0, 65.0), (129.0, 129.0), (130.0, 65.0), (0.0, 0.0)],
+)
+def test_a_tempo_folds_by_octaves_into_one_octave(bpm, folded):
+    assert rhythm.fold_tempo(bpm) == pytest.approx(folded)
+
+
+def test_a_click_track_at_half_and_at_double_speed_gives_the_same_folded_tempo():
+    columns = rhythm.COLUMNS.index("tempo_bpm_per_100"), rhythm.COLUMNS.index("tempo_folded_bpm_per_100")
+    rows = [rhythm.rhythm(spectrum_of(click_track(bpm)), [(0, 100), (100, 200)]) for bpm in (75.0, 150.0)]
+    (slow, slow_folded), (fast, fast_folded) = (row[0, list(columns)] for row in rows)
+    assert abs(fast - 2 * slow) < 0.04  # the tempo column keeps the octave ...
+    assert abs(fast_folded - slow_folded) < 0.02  # ... the folded one drops it
+    assert rows[0].shape == (2, len(rhythm.COLUMNS))
+
+
 def test_click_track_has_a_clearer_pulse_than_noise(rng):
     clicks = rhythm.onset_envelope(spectrum_of(click_track(120.0)))
     noise = rhythm.onset_envelope(spectrum_of((0.1 * rng.standard_normal(10 * SR)).astype(np.float32)))

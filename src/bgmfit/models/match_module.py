@@ -11,15 +11,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
-from torchmetrics.retrieval import RetrievalMRR
+from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG
 
 from bgmfit.data.pairs import SAME_WORK
-
 from bgmfit.models.components import ConvTower, MatchHead
 
-# Checkpoints are chosen by how well each val foreground's own BGM ranks among every val BGM,
-# the task of /recommend; val/auroc (fits vs not) picks epochs that rank partners worse.
-MONITOR, MODE = "val/mrr", "max"
+# Checkpoints are chosen by the ranking /recommend returns: each val foreground ranks every val
+# BGM, scored by nDCG@10 with the graded fit (own work 1.0, same style 0.5). val/auroc (fits vs
+# not) picks epochs that rank own partners worse; val/mrr alone, epochs that no longer tell styles apart.
+MONITOR, MODE = "val/ndcg_at_10", "max"
 
 
 class MatchModule(L.LightningModule):
@@ -74,8 +74,10 @@ class MatchModule(L.LightningModule):
         self.bgm_tower = self.foreground_tower if share_towers else ConvTower(**tower)
         self.head = MatchHead(embed_dim, fused_dim, dropout, head, len(agreement_columns))
         self.val_auroc = BinaryAUROC()
-        # Each val foreground ranks every val BGM; relevant: its own work's, as in the evaluation.
+        # Each val foreground ranks every val BGM, as in the evaluation: MRR of its own work's
+        # BGM, and nDCG@10 with the graded fit as relevance.
         self.val_mrr = RetrievalMRR(empty_target_action="skip")
+        self.val_ndcg = RetrievalNormalizedDCG(top_k=10, empty_target_action="skip")
 
     def embed(self, fused: torch.Tensor, side: str = "bgm") -> torch.Tensor:
         """Deep features of fused matrices ``(batch, segments, columns)`` through one side's tower.
@@ -110,8 +112,12 @@ class MatchModule(L.LightningModule):
         if stage == "val":
             self.val_auroc.update(torch.sigmoid(logit), (grade > 0).long())
             self.log("val/auroc", self.val_auroc, on_step=False, on_epoch=True, prog_bar=True)
-            self.val_mrr.update(logit, grade >= SAME_WORK, indexes=foreground_row)
+            # Probabilities, not logits: torchmetrics' retrieval metrics count a pred <= 0 as not retrieved.
+            fit = torch.sigmoid(logit)
+            self.val_mrr.update(fit, grade >= SAME_WORK, indexes=foreground_row)
+            self.val_ndcg.update(fit, grade, indexes=foreground_row)
             self.log("val/mrr", self.val_mrr, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("val/ndcg_at_10", self.val_ndcg, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -61,7 +61,7 @@ def run(
         servable=PairScorer,
         example=store.fused[:2, None].repeat(2, axis=1),  # (pairs, 2, segments, columns)
     )
-    summary = {"best_val_mrr": result.best_score, "epochs": result.epochs, "steps": result.global_step}
+    summary = {"best_val_ndcg_at_10": result.best_score, "epochs": result.epochs, "steps": result.global_step}
     write_json(metrics_path, summary)
     return summary
 
