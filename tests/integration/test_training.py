@@ -179,3 +179,13 @@ def test_a_feature_store_without_matching_column_names_is_refused_with_the_file_
     (features / "norm_stats.json").unlink()
     with pytest.raises(BgmfitError, match=r"missing .*norm_stats\.json; run the features stage first"):
         FeatureStore.load(features)
+    (features / "norm_stats.json").write_text(json.dumps(stats)[:40])  # torn by a killed run
+    with pytest.raises(
+        BgmfitError, match=r"norm_stats\.json: not valid normalisation statistics .*features stage"
+    ):
+        FeatureStore.load(features)
+    (features / "norm_stats.json").write_text(json.dumps({"columns": stats["columns"]}))
+    with pytest.raises(
+        BgmfitError, match=r"norm_stats\.json: not valid normalisation statistics \(no 'dimensions'\)"
+    ):
+        FeatureStore.load(features)

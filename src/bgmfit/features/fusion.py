@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bgmfit.config import FeaturesParams
+from bgmfit.errors import BgmfitError
 from bgmfit.features import energy, prosody, rhythm, spectral, timbre, tonality
 from bgmfit.features.spectrum import Spectrum, compute_spectrum, mfcc, segment_bounds
 
@@ -153,13 +154,19 @@ class NormStats:
 
     @classmethod
     def load(cls, path: Path) -> NormStats:
-        """Read what :meth:`save` wrote."""
-        payload = json.loads(path.read_text())
-        return cls(
-            dimensions=[(d["name"], d["start"], d["end"]) for d in payload["dimensions"]],
-            columns=payload["columns"],
-            **{
-                k: np.asarray(payload[k], dtype=np.float32)
-                for k in ("fused_mean", "fused_std", "frames_mean", "frames_std")
-            },
-        )
+        """Read what :meth:`save` wrote; a torn or foreign file is a :class:`BgmfitError` naming it."""
+        try:
+            payload = json.loads(path.read_text())
+            return cls(
+                dimensions=[(d["name"], d["start"], d["end"]) for d in payload["dimensions"]],
+                columns=list(payload["columns"]),
+                **{
+                    k: np.asarray(payload[k], dtype=np.float32)
+                    for k in ("fused_mean", "fused_std", "frames_mean", "frames_std")
+                },
+            )
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            reason = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+            raise BgmfitError(
+                f"{path}: not valid normalisation statistics ({reason}); rerun the features stage"
+            ) from None

@@ -110,10 +110,10 @@ class MatchModule(L.LightningModule):
             sync_dist=True,
         )
         if stage == "val":
-            self.val_auroc.update(torch.sigmoid(logit), (grade > 0).long())
-            self.log("val/auroc", self.val_auroc, on_step=False, on_epoch=True, prog_bar=True)
             # Probabilities, not logits: torchmetrics' retrieval metrics count a pred <= 0 as not retrieved.
             fit = torch.sigmoid(logit)
+            self.val_auroc.update(fit, (grade > 0).long())
+            self.log("val/auroc", self.val_auroc, on_step=False, on_epoch=True, prog_bar=True)
             self.val_mrr.update(fit, grade >= SAME_WORK, indexes=foreground_row)
             self.val_ndcg.update(fit, grade, indexes=foreground_row)
             self.log("val/mrr", self.val_mrr, on_step=False, on_epoch=True, prog_bar=True)
