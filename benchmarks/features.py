@@ -63,6 +63,7 @@ def naive(path: str, params: FeaturesParams) -> float:
     onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop, n_fft=n_fft)
     librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=hop)
     f0 = librosa.yin(y, fmin=60, fmax=400, sr=sr, frame_length=n_fft, hop_length=hop)
+    librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=4 * hop).mean(axis=1)  # the clip's key profile
     frames = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=params.frames_n_mfcc, n_mels=params.n_mels, **stft)
     frames[:, : params.frames_n].T.copy()
     width = int(params.segment_seconds * sr / hop)

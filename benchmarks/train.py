@@ -30,7 +30,7 @@ from bgmfit.data.store import FeatureStore
 from bgmfit.features.fusion import dimensions
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.triplet_module import TripletModule
-from bgmfit.stages.train_match import column_indices
+from bgmfit.stages.train_match import agreement_layout
 
 STYLES, WORKS = 8, 40
 
@@ -120,7 +120,7 @@ def main() -> None:
                 match.lr,
                 match.weight_decay,
                 match.head,
-                column_indices(match.agreement, store.columns),
+                *agreement_layout(match.agreement, store.columns),
             ),
             PairDataModule(store, match.batch_size, match.seed),
             match.batch_size,

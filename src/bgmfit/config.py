@@ -488,9 +488,11 @@ class TrainMatchParams(TrainerParams):
     agreement:
         Fused column names (see ``data/features/norm_stats.json``) that the head
         compares across the two sides directly, through a kernel that is 1 when
-        the foreground's and the BGM's values agree; ``[]`` for none. The
-        default, the tempo folded into one octave, is what tells a foreground's
-        own accompaniment from other music of its style.
+        the foreground's and the BGM's values agree; ``[]`` for none. A name
+        ending in ``*`` is a profile: every column it prefixes, compared as one
+        vector by cosine. The default, the tempo (as estimated, and folded into
+        one octave) and the clip's key profile (``key_corr_*``), is what tells
+        a foreground's own accompaniment from other music of its style.
     dropout:
         Dropout in towers and head.
     batch_size:

@@ -13,6 +13,7 @@ import soundfile as sf
 import yaml
 
 from bgmfit.data.manifest import ManifestRow, write_manifest
+from bgmfit.features import tonality
 from bgmfit.features.fusion import NormStats
 from tests.signals import REPO, SR, harmonic_tone, sine
 
@@ -114,8 +115,10 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     np.save(folder / "fused.npy", np.array(fused, dtype=np.float32))
     np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
     write_manifest(rows, folder / "tracks.csv")
-    # Column names as the features stage writes them; `train_match.agreement` names the tempo's.
-    columns = [f"c{i}" for i in range(100)] + ["tempo_folded_bpm_per_100"]
+    # Column names as the features stage writes them, for those `train_match.agreement` names.
+    keys = [f"key_corr_{k}" for k in tonality.KEYS]
+    tempi = ["tempo_bpm_per_100", "tempo_folded_bpm_per_100"]
+    columns = [f"c{i}" for i in range(101 - len(keys) - len(tempi))] + keys + tempi
     zeros, ones = np.zeros(101, np.float32), np.ones(101, np.float32)
     stats = NormStats([("synthetic", 0, 101)], columns, zeros, ones, zeros[:20], ones[:20])
     stats.save(folder / "norm_stats.json")

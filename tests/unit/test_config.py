@@ -15,7 +15,7 @@ from bgmfit.config import (
     params_from_dict,
 )
 from bgmfit.errors import ConfigError
-from bgmfit.stages.train_match import column_indices
+from bgmfit.stages.train_match import agreement_layout
 from tests.signals import REPO
 
 
@@ -78,8 +78,23 @@ def test_unknown_triplet_front_is_named():
 def test_unknown_agreement_column_is_named_with_the_columns_there_are():
     message = r"train_match\.agreement: 'tempo' is not a fused feature column; the columns are: a, tempo_bpm"
     with pytest.raises(ConfigError, match=message):
-        column_indices(["tempo"], ["a", "tempo_bpm"])
-    assert column_indices(["tempo_bpm", "a"], ["a", "tempo_bpm"]) == (1, 0)
+        agreement_layout(["tempo"], ["a", "tempo_bpm"])
+    assert agreement_layout(["tempo_bpm", "a"], ["a", "tempo_bpm"]) == ((1, 0), (1, 1))
+
+
+def test_an_agreement_name_ending_in_a_star_is_one_profile_of_every_column_it_prefixes():
+    columns = ["key_strength", "tempo_bpm", "key_C_major", "key_C_minor", "key_D_major"]
+    # "key_*" would also take key_strength; "key_C_*" is the two C keys.
+    assert agreement_layout(["tempo_bpm", "key_C_*"], columns) == ((1, 2, 3), (1, 2))
+    with pytest.raises(
+        ConfigError,
+        match=r"'key_D_\*' matches 1 column \(key_D_major\); a profile needs 2 or more",
+    ):
+        agreement_layout(["key_D_*"], columns)
+    with pytest.raises(
+        ConfigError, match=r"train_match\.agreement: 'chroma_\*' matches no fused feature column"
+    ):
+        agreement_layout(["chroma_*"], columns)
 
 
 def test_dir_source_needs_a_folder():

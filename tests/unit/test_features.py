@@ -31,6 +31,36 @@ def test_c_major_scale_and_cadence_read_as_c_major():
     assert int(np.argmax(correlations)) == 0  # index 0 is C major
 
 
+def _notes(hz_per_note: list[list[float]], seconds: float) -> np.ndarray:
+    """Each entry sounded for ``seconds``: one note, or a chord of several."""
+    return np.concatenate([sum(harmonic_tone(f, seconds) for f in chord) for chord in hz_per_note])
+
+
+def test_a_melody_and_the_chords_under_it_share_a_key_profile_that_a_melody_in_another_key_does_not():
+    # G major: a tune alone, and I-IV-V-I under it in a low register, as a chorale's soprano and
+    # its lower voices. The key columns are the whole clip's, so every segment holds the same.
+    tune = [392.0, 440.0, 493.88, 523.25, 587.33, 659.26, 739.99, 783.99]
+    chords = [[98.0, 123.47, 146.83], [130.81, 164.81, 196.0], [146.83, 185.0, 220.0], [98.0, 123.47, 146.83]]
+    flat_tune = [f * 2 ** (-4 / 12) for f in tune]  # the same tune in E-flat major
+    keys = slice(tonality.COLUMNS.index("key_corr_C_major"), tonality.COLUMNS.index("key_corr_B_minor") + 1)
+    profiles = []
+    for y in (_notes([[f] for f in tune], 0.5), _notes(chords, 1.0), _notes([[f] for f in flat_tune], 0.5)):
+        rows = tonality.tonality(spectrum_of(y), [(0, 80), (80, 160)])
+        assert rows.shape == (2, len(tonality.COLUMNS)) and np.array_equal(rows[0, keys], rows[1, keys])
+        profiles.append(rows[0, keys])
+    melody, accompaniment, other = profiles
+    assert tonality.KEYS[int(np.argmax(melody))] == "G_major"
+    assert tonality.KEYS[int(np.argmax(accompaniment))] == "G_major"
+    assert tonality.KEYS[int(np.argmax(other))] == "D#_major"
+    cosine = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cosine(melody, accompaniment) > cosine(other, accompaniment) + 0.5
+
+
+def test_silence_has_a_flat_key_profile():
+    rows = tonality.tonality(spectrum_of(np.zeros(3 * SR, np.float32)), [(0, 60), (60, 129)])
+    assert np.all(rows[:, tonality.COLUMNS.index("key_corr_C_major") :] == 0.0)
+
+
 @pytest.mark.parametrize("bpm", [90.0, 120.0, 150.0])
 def test_click_track_tempo_within_two_bpm(bpm):
     spec = spectrum_of(click_track(bpm))

@@ -17,8 +17,15 @@ from tests.signals import harmonic_tone
 SEGMENTS, COLUMNS = 10, 101
 
 
-def _match(share: bool = False, head: str = "concat", agreement_columns: tuple[int, ...] = ()) -> MatchModule:
-    return MatchModule(COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0, head, agreement_columns)
+def _match(
+    share: bool = False,
+    head: str = "concat",
+    agreement_columns: tuple[int, ...] = (),
+    agreement_sizes: tuple[int, ...] | None = None,
+) -> MatchModule:
+    return MatchModule(
+        COLUMNS, 16, 2, 3, 8, 12, share, 0.0, 1e-3, 0.0, head, agreement_columns, agreement_sizes
+    )
 
 
 # Method A, step 3a: a convolutional structure turns each fused matrix into a deep feature.
@@ -96,6 +103,36 @@ def test_agreement_columns_pass_through_the_towers_and_reach_the_head_as_a_kerne
     assert fit.shape == (4,) and torch.all((fit > 0) & (fit < 1))
 
 
+def test_an_agreement_profile_reaches_the_head_as_a_kernel_of_its_cosine_gap(rng):
+    # Column 3 alone, then columns 10..13 as one profile (as the 24 key correlations).
+    model = _match(head="interactions", agreement_columns=(3, 10, 11, 12, 13), agreement_sizes=(1, 4)).eval()
+    fused = torch.from_numpy(rng.standard_normal((4, SEGMENTS, COLUMNS)).astype(np.float32))
+    assert torch.allclose(model.embed(fused, "bgm")[:, 8:], fused[:, :, [3, 10, 11, 12, 13]].mean(dim=1))
+    head = model.head
+    assert head.fuse[0].in_features == 4 * 8 + 2 and head.log_width.shape == (2,)
+    a, b = torch.randn(3, 13), torch.randn(3, 13)
+    b[:, 8] = a[:, 8]  # the scalar agrees in every row
+    b[0, 9:] = 3.0 * a[0, 9:]  # row 0: the same profile, louder
+    b[1, 9:] = -a[1, 9:]  # row 1: the opposite profile
+    kernels = head.agreement_kernels(a, b)
+    assert torch.equal(kernels[:, 0], torch.ones(3))
+    gap = 1.0 - torch.nn.functional.cosine_similarity(a[2, 9:], b[2, 9:], dim=0)
+    assert torch.allclose(
+        kernels[:, 1],
+        torch.exp(
+            -((torch.stack([torch.tensor(0.0), torch.tensor(2.0), gap]) / head.log_width[1].exp()) ** 2)
+        ),
+        atol=1e-5,
+    )
+    assert kernels[0, 1] > 0.999 and kernels[1, 1] < 1e-6
+    f, g = a[:, :8], b[:, :8]
+    assert torch.allclose(
+        head.deep_fused(a, b), head.fuse(torch.cat([f, g, f * g, (f - g).abs(), kernels], dim=1))
+    )
+    with pytest.raises(ValueError, match="agreement_sizes"):
+        _match(agreement_columns=(3, 10, 11), agreement_sizes=(1, 4))
+
+
 def test_towers_and_heads_pickled_before_agreement_existed_still_load():
     tower = ConvTower(COLUMNS, channels=4, depth=1, kernel_size=3, embed_dim=8, dropout=0.0).eval()
     state = tower.__getstate__()
@@ -103,11 +140,22 @@ def test_towers_and_heads_pickled_before_agreement_existed_still_load():
     old_tower = ConvTower.__new__(ConvTower)
     old_tower.__setstate__(state)
     head_state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0).__getstate__()
-    del head_state["agreement"]
+    del head_state["agreement"], head_state["agreement_sizes"]
     old_head = MatchHead.__new__(MatchHead)
     old_head.__setstate__(head_state)
     deep = old_tower(torch.ones(2, SEGMENTS, COLUMNS))
     assert deep.shape == (2, 8) and old_head(deep, deep).shape == (2,)
+
+
+def test_a_head_pickled_before_agreement_profiles_existed_compares_single_columns():
+    state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0, agreement=(1, 1)).__getstate__()
+    del state["agreement_sizes"]  # registered bgmfit-match versions up to v19 have only the count
+    old = MatchHead.__new__(MatchHead)
+    old.__setstate__(state)
+    a, b = torch.zeros(2, 10), torch.zeros(2, 10)
+    b[:, 9] = 1.0
+    assert old.agreement_sizes == (1, 1) and old(a, b).shape == (2,)
+    assert torch.equal(old.agreement_kernels(a, b)[:, 0], torch.ones(2))
 
 
 # Method A, step 5: the tower alone gives the deep feature used for retrieval.

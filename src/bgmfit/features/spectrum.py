@@ -23,6 +23,8 @@ class Spectrum:
 
     Attributes
     ----------
+    samples:
+        ``(n_samples,)`` the mono float32 waveform the STFT was taken of.
     frames:
         ``(n_frames, n_fft)`` raw, unwindowed samples of each centred frame.
     power:
@@ -37,6 +39,7 @@ class Spectrum:
         Rate in Hz, window and hop in samples.
     """
 
+    samples: np.ndarray
     frames: np.ndarray
     power: np.ndarray
     magnitude: np.ndarray
@@ -93,6 +96,7 @@ def compute_spectrum(y: np.ndarray, sample_rate: int, n_fft: int, hop_length: in
     mel_db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     mel_db = np.maximum(mel_db, mel_db.max() - TOP_DB)
     return Spectrum(
+        samples=y,
         frames=frames,
         power=power,
         magnitude=np.sqrt(power),

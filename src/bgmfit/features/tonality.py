@@ -1,7 +1,8 @@
-"""Tonality: chroma, and how strongly and in which mode it implies a key."""
+"""Tonality: chroma, how strongly and in which mode it implies a key, and which key."""
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 
 import librosa
@@ -11,7 +12,12 @@ from bgmfit.features.pooling import pool
 from bgmfit.features.spectrum import Spectrum
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-COLUMNS = [f"chroma_{p}" for p in PITCH_CLASSES] + ["key_strength", "mode"]
+#: The 24 keys of :func:`key_correlations`, in its order: 12 major, then 12 minor.
+KEYS = [f"{p}_major" for p in PITCH_CLASSES] + [f"{p}_minor" for p in PITCH_CLASSES]
+COLUMNS = [f"chroma_{p}" for p in PITCH_CLASSES] + ["key_strength", "mode"] + [f"key_corr_{k}" for k in KEYS]
+#: Constant-Q settings of the whole-clip key profile: librosa's chroma_cqt defaults (36 bins
+#: per octave from C1) at a coarser hop, since only the average over the clip is kept.
+KEY_HOP, KEY_FMIN_HZ, KEY_OCTAVES = 2048, 32.70, 7
 
 # Krumhansl & Kessler (1982) probe-tone ratings for C major and C minor.
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -46,17 +52,48 @@ def key_correlations(chroma_profile: np.ndarray) -> np.ndarray:
     return _key_profiles() @ centred / norm if norm > 0 else np.zeros(24)
 
 
+def key_profile(spec: Spectrum) -> np.ndarray:
+    """``(24,)`` correlations of the whole clip's constant-Q chroma with the 24 :data:`KEYS`.
+
+    Which key a piece is in is what a melody shares with the chords under it,
+    although the two sound different pitch classes at any moment. The STFT
+    chroma of :func:`chroma` cannot tell it reliably: at ``n_fft`` 2048 and
+    22,050 Hz its bins are 10.8 Hz apart, wider than a semitone below about
+    190 Hz, so the bass line, which carries the key of an accompaniment,
+    smears over neighbouring pitch classes. A constant-Q transform resolves
+    every octave alike.
+    """
+    if not np.any(spec.samples):
+        return np.zeros(len(KEYS))
+    # The top bin must stay below Nyquist: 7 octaves above C1 needs 8.4 kHz or more.
+    octaves = min(KEY_OCTAVES, int(np.log2(spec.sample_rate / 2 / KEY_FMIN_HZ)))
+    with warnings.catch_warnings():
+        # A clip shorter than the lowest filter is analysed all the same; librosa warns about it.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+        cqt_chroma = librosa.feature.chroma_cqt(
+            y=spec.samples,
+            sr=spec.sample_rate,
+            hop_length=KEY_HOP,
+            fmin=KEY_FMIN_HZ,
+            n_octaves=octaves,
+            tuning=0.0,
+        )
+    return key_correlations(cqt_chroma.mean(axis=1))
+
+
 def tonality(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
     """Per segment: mean chroma, key strength (best key correlation) and mode
-    (best major minus best minor correlation).
+    (best major minus best minor correlation); and for the whole clip its
+    :func:`key_profile` (the same in every segment).
 
     Returns
     -------
     numpy.ndarray
-        ``(n_segments, 14)``, columns as :data:`COLUMNS`.
+        ``(n_segments, 38)``, columns as :data:`COLUMNS`.
     """
     profiles = pool(chroma(spec), bounds, "mean")
     keys = np.stack([key_correlations(p) for p in profiles])
     key_strength = keys.max(axis=1)
     mode = keys[:, :12].max(axis=1) - keys[:, 12:].max(axis=1)
-    return np.hstack([profiles, key_strength[:, None], mode[:, None]]).astype(np.float32)
+    clip_key = np.tile(key_profile(spec), (len(bounds), 1))
+    return np.hstack([profiles, key_strength[:, None], mode[:, None], clip_key]).astype(np.float32)

@@ -40,8 +40,12 @@ class MatchModule(L.LightningModule):
     head:
         What the head's fully connected layer sees; see :class:`bgmfit.models.components.MatchHead`.
     agreement_columns:
-        Indices of fused columns the head compares across the sides through an
-        agreement kernel; each tower passes their segment means through.
+        Indices of fused columns the head compares across the sides through
+        agreement kernels; each tower passes their segment means through.
+    agreement_sizes:
+        How ``agreement_columns`` group, in order: 1 for a single column, more
+        for a profile compared by cosine (see :class:`MatchHead`). ``None``:
+        every column alone.
     """
 
     def __init__(
@@ -58,8 +62,16 @@ class MatchModule(L.LightningModule):
         weight_decay: float,
         head: str = "concat",
         agreement_columns: tuple[int, ...] = (),
+        agreement_sizes: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        if agreement_sizes is None:
+            agreement_sizes = (1,) * len(agreement_columns)
+        if sum(agreement_sizes) != len(agreement_columns):
+            raise ValueError(
+                f"agreement_sizes {tuple(agreement_sizes)} must add up to the "
+                f"{len(agreement_columns)} agreement_columns"
+            )
         self.save_hyperparameters()
         tower = dict(
             in_columns=in_columns,
@@ -72,7 +84,7 @@ class MatchModule(L.LightningModule):
         )
         self.foreground_tower = ConvTower(**tower)
         self.bgm_tower = self.foreground_tower if share_towers else ConvTower(**tower)
-        self.head = MatchHead(embed_dim, fused_dim, dropout, head, len(agreement_columns))
+        self.head = MatchHead(embed_dim, fused_dim, dropout, head, tuple(agreement_sizes))
         self.val_auroc = BinaryAUROC()
         # Each val foreground ranks every val BGM, as in the evaluation: MRR of its own work's
         # BGM, and nDCG@10 with the graded fit as relevance.

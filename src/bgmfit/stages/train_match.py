@@ -35,6 +35,7 @@ def run(
     L.seed_everything(params.seed, workers=True, verbose=False)
     store = FeatureStore.load(features_dir)
     datamodule = PairDataModule(store, params.batch_size, params.seed)
+    agreement_columns, agreement_sizes = agreement_layout(params.agreement, store.columns)
     module = MatchModule(
         in_columns=store.fused.shape[2],
         tower_channels=params.tower_channels,
@@ -47,7 +48,8 @@ def run(
         lr=params.lr,
         weight_decay=params.weight_decay,
         head=params.head,
-        agreement_columns=column_indices(params.agreement, store.columns),
+        agreement_columns=agreement_columns,
+        agreement_sizes=agreement_sizes,
     )
     result = train_and_log(
         EXPERIMENT,
@@ -66,18 +68,47 @@ def run(
     return summary
 
 
-def column_indices(names: tuple[str, ...] | list[str], columns: list[str]) -> tuple[int, ...]:
-    """Positions of ``train_match.agreement``'s names among the fused columns.
+def agreement_layout(
+    names: tuple[str, ...] | list[str], columns: list[str]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where ``train_match.agreement``'s entries sit among the fused columns.
+
+    A plain name is one column. A name ending in ``*`` is a profile: every
+    column it prefixes, in order, compared as one vector (``key_corr_*``, the
+    24 key correlations).
+
+    Returns
+    -------
+    tuple
+        The column indices, in order, and the size of each entry's group.
 
     Raises
     ------
     ConfigError
-        For a name that is not a fused column, listing the ones there are.
+        For a name that is not a fused column, listing the ones there are, and
+        for a profile that matches fewer than two.
     """
-    unknown = [n for n in names if n not in columns]
-    if unknown:
-        raise ConfigError(
-            f"params.yaml: train_match.agreement: {unknown[0]!r} is not a fused feature column; "
-            f"the columns are: {', '.join(columns)}"
-        )
-    return tuple(columns.index(n) for n in names)
+    indices: list[int] = []
+    sizes: list[int] = []
+    for name in names:
+        if name.endswith("*"):
+            group = [i for i, c in enumerate(columns) if c.startswith(name[:-1])]
+            if not group:
+                raise ConfigError(
+                    f"params.yaml: train_match.agreement: {name!r} matches no fused feature column"
+                )
+            if len(group) == 1:
+                raise ConfigError(
+                    f"params.yaml: train_match.agreement: {name!r} matches 1 column ({columns[group[0]]}); "
+                    "a profile needs 2 or more, or name the column without '*'"
+                )
+        elif name in columns:
+            group = [columns.index(name)]
+        else:
+            raise ConfigError(
+                f"params.yaml: train_match.agreement: {name!r} is not a fused feature column; "
+                f"the columns are: {', '.join(columns)}"
+            )
+        indices += group
+        sizes.append(len(group))
+    return tuple(indices), tuple(sizes)
