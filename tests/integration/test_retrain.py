@@ -17,9 +17,11 @@ pytestmark = pytest.mark.slow
 def _retrain(project: Path, lr: float) -> str:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train_match"]["lr"] = lr
-    # The concat head: in this one-epoch tiny run, lr 3e-3 reliably beats 1e-7 with it
-    # (the interactions head, with twice the inputs, needs more epochs than the test gives).
+    # The concat head and the folded tempo alone: in this two-epoch tiny run, lr 3e-3 reliably
+    # beats 1e-7 with them. The interactions head, with twice the inputs, and the default
+    # agreement's key profile (24 columns of 4-second clips) need more epochs than the test gives.
     params["train_match"]["head"] = "concat"
+    params["train_match"]["agreement"] = ["tempo_folded_bpm_per_100"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = run(project, "env", "RETRAIN_BASE=HEAD", "bash", "scripts/retrain.sh")
     # What main would hold after a merged retraining: the next run's diff is against it.
