@@ -110,6 +110,21 @@ def test_resume_without_a_checkpoint_fails_loudly(project: Path):
         train_match.run(_params(TrainMatchParams, "train_match", resume=True))
 
 
+def test_resuming_a_checkpoint_of_another_network_shape_names_the_mismatch(project: Path):
+    # A user who changes train_match.agreement (or the features) and resumes the old last.ckpt.
+    train_match.run(_params(TrainMatchParams, "train_match", max_epochs=1, batch_size=8, agreement=()))
+    other = _params(TrainMatchParams, "train_match", max_epochs=2, batch_size=8, resume=True)
+    with pytest.raises(
+        BgmfitError,
+        match=r"last\.ckpt does not fit the network these params build "
+        r"\(head\.fuse\.0\.weight: \(64, 256\) in the checkpoint, \(64, 259\) now\); set resume: false",
+    ):
+        train_match.run(other)
+    (project / "models/match/checkpoints/last.ckpt").write_bytes(b"torn")
+    with pytest.raises(BgmfitError, match=r"last\.ckpt: not a readable checkpoint"):
+        train_match.run(other)
+
+
 class _Crash(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         raise RuntimeError("disk full (injected)")

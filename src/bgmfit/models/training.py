@@ -9,6 +9,7 @@ continues both.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -74,6 +75,39 @@ def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[m
         yield run
 
 
+def check_resumable(module: L.LightningModule, path: Path) -> None:
+    """Refuse a checkpoint whose weights do not fit ``module``, naming the first that differs.
+
+    Lightning would stop with a ``RuntimeError`` listing every mismatched
+    tensor; the usual cause is a change of the features or of a network param
+    since the checkpoint was written.
+
+    Raises
+    ------
+    BgmfitError
+        For an unreadable checkpoint, and for one of another shape.
+    """
+    try:
+        # Our own file, with the hyper-parameters Lightning pickles beside the weights.
+        saved = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as exc:
+        raise BgmfitError(
+            f"{path}: not a readable checkpoint ({exc}); set resume: false to train from scratch"
+        ) from None
+    found = {name: tuple(tensor.shape) for name, tensor in saved.items()}
+    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    differing = sorted(
+        name for name in found.keys() | expected.keys() if found.get(name) != expected.get(name)
+    )
+    if differing:
+        name = differing[0]
+        raise BgmfitError(
+            f"{path} does not fit the network these params build ({name}: {found.get(name, 'absent')} in "
+            f"the checkpoint, {expected.get(name, 'absent')} now); set resume: false to train from scratch, "
+            "or restore the features and params it was trained with"
+        )
+
+
 def train(
     module: L.LightningModule,
     datamodule: L.LightningDataModule,
@@ -127,7 +161,9 @@ def train(
         log_every_n_steps=50,
         enable_model_summary=False,
     )
-    resume_from = str(checkpoint_dir / "last.ckpt") if params.resume else None
+    resume_from = checkpoint_dir / "last.ckpt" if params.resume else None
+    if resume_from is not None:
+        check_resumable(module, resume_from)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     if run is None:
         return None
