@@ -125,6 +125,20 @@ def test_resuming_a_checkpoint_of_another_network_shape_names_the_mismatch(proje
         train_match.run(other)
 
 
+def test_resuming_a_run_missing_from_the_tracking_store_says_where_to_look(
+    project: Path, monkeypatch, tmp_path
+):
+    # A user resumes after pointing MLFLOW_TRACKING_URI at another store than the one trained into.
+    train_match.run(_params(TrainMatchParams, "train_match", max_epochs=1, batch_size=8))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(
+        BgmfitError,
+        match=r"MLflow run [0-9a-f]{32} of .*last\.ckpt is not in the tracking store sqlite:///.*other\.db; "
+        r"point MLFLOW_TRACKING_URI at the store it was logged to, or delete .*mlflow_run_id",
+    ):
+        train_match.run(_params(TrainMatchParams, "train_match", max_epochs=2, batch_size=8, resume=True))
+
+
 class _Crash(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         raise RuntimeError("disk full (injected)")
@@ -203,4 +217,24 @@ def test_a_feature_store_without_matching_column_names_is_refused_with_the_file_
     with pytest.raises(
         BgmfitError, match=r"norm_stats\.json: not valid normalisation statistics \(no 'dimensions'\)"
     ):
+        FeatureStore.load(features)
+
+
+def test_a_torn_or_foreign_feature_array_is_refused_with_the_file_named(project: Path):
+    features = project / "data/features"
+    fused = (features / "fused.npy").read_bytes()
+    (features / "fused.npy").write_bytes(fused[: len(fused) // 2])  # torn by a killed run
+    with pytest.raises(BgmfitError, match=r"fused\.npy: not a readable feature array .*; rerun the features"):
+        FeatureStore.load(features)
+    (features / "fused.npy").write_bytes(b"not numpy at all")
+    with pytest.raises(BgmfitError, match=r"fused\.npy: not a readable feature array"):
+        FeatureStore.load(features)
+    np.save(features / "fused.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(BgmfitError, match=r"expected a 3-d float array, got float32 of shape \(3, 4\)"):
+        FeatureStore.load(features)
+    (features / "fused.npy").write_bytes(fused)
+    frames = np.load(features / "mfcc_frames.npy")
+    frames[1, 2, 3] = np.nan
+    np.save(features / "mfcc_frames.npy", frames)
+    with pytest.raises(BgmfitError, match=r"mfcc_frames\.npy: 1 value\(s\) are NaN or infinite"):
         FeatureStore.load(features)

@@ -44,8 +44,8 @@ class FeatureStore:
             raise BgmfitError(
                 f"missing {', '.join(missing)}; run the features stage first (dvc repro features)"
             )
-        fused = np.load(folder / "fused.npy")
-        frames = np.load(folder / "mfcc_frames.npy")
+        fused = _load_array(folder / "fused.npy")
+        frames = _load_array(folder / "mfcc_frames.npy")
         tracks = read_manifest(folder / "tracks.csv")
         columns = NormStats.load(folder / "norm_stats.json").columns
         if not fused.shape[0] == frames.shape[0] == len(tracks):
@@ -79,3 +79,20 @@ class FeatureStore:
     def catalogue(self, split: str | None = None) -> np.ndarray:
         """Rows of music for method B: BGM and stand-alone music tracks."""
         return self.select(split, ("bgm", "music"))
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """The ``(tracks, rows, columns)`` float array at ``path``, all finite, or a BgmfitError naming it."""
+    try:
+        array = np.load(path)
+    except (ValueError, OSError, EOFError) as exc:  # torn, or not written by numpy
+        raise BgmfitError(f"{path}: not a readable feature array ({exc}); rerun the features stage") from None
+    if array.ndim != 3 or not np.issubdtype(array.dtype, np.floating):
+        raise BgmfitError(
+            f"{path}: expected a 3-d float array, got {array.dtype} of shape {array.shape}; "
+            "rerun the features stage"
+        )
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise BgmfitError(f"{path}: {bad} value(s) are NaN or infinite; rerun the features stage")
+    return array

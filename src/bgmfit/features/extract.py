@@ -22,7 +22,7 @@ from bgmfit.errors import AudioDecodeError
 from bgmfit.features.fusion import TrackFeatures, analyse
 
 #: Bump when a feature's definition changes, so that cached results are not reused.
-FEATURES_VERSION = 5
+FEATURES_VERSION = 6
 
 
 @dataclass(frozen=True)

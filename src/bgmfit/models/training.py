@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 
 from bgmfit.config import TrainerParams
 from bgmfit.errors import BgmfitError
@@ -52,7 +53,8 @@ def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[m
     Raises
     ------
     BgmfitError
-        If ``resume`` is true but there is no ``last.ckpt`` to resume from.
+        If ``resume`` is true but there is no ``last.ckpt`` to resume from, or
+        its run is not in the tracking store.
     """
     run_id = None
     if resume:
@@ -68,11 +70,26 @@ def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[m
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
+    if run_id is not None:
+        _check_run_exists(run_id, checkpoint_dir)
     # A readable name for the UI's run lists and comparisons; a resumed run keeps its own.
     name = None if run_id else f"{experiment} {datetime.now():%Y-%m-%d %H:%M:%S}"
     with mlflow.start_run(run_id=run_id, run_name=name) as run:
         (checkpoint_dir / RUN_ID_FILE).write_text(run.info.run_id + "\n")
         yield run
+
+
+def _check_run_exists(run_id: str, checkpoint_dir: Path) -> None:
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise BgmfitError(
+            f"resume: MLflow run {run_id} of {checkpoint_dir / 'last.ckpt'} is not in the tracking store "
+            f"{tracking_uri()}; point MLFLOW_TRACKING_URI at the store it was logged to, or delete "
+            f"{checkpoint_dir / RUN_ID_FILE} to continue the checkpoint in a new run"
+        ) from None
 
 
 def check_resumable(module: L.LightningModule, path: Path) -> None:
