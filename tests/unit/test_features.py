@@ -73,9 +73,9 @@ def test_click_track_tempo_within_two_bpm(bpm):
 
 @pytest.mark.parametrize("bwv", ["244-10", "28-6", "36-8-2"])
 def test_a_rendered_chorale_melody_has_the_tempo_of_its_score(bwv):
-    # Held notes and dotted figures give these melodies a strong onset autocorrelation off the beat
-    # (the highest single lag read 113.7, 86.8 and 85.7 BPM for 100, 84 and 84); method A needs
-    # the tempo to within 1 %, as a melody is told from its accompaniment's neighbours by it.
+    # The strongest single autocorrelation lag of these melodies is not their beat (it read 113.7,
+    # 86.8 and 85.7 BPM for 100, 84 and 84); method A needs the tempo to within 1 %, as a melody's
+    # own accompaniment is told from other music of its style by it.
     work = next(w for w in discover_works("chorale") if w.work_id == f"chorale-bach-bwv{bwv}")
     parsed = parse_work(work)
     y = render_voices([(parsed.voices[0], 73)], 0.0, 10.0, SR)  # the top voice on a flute

@@ -49,12 +49,13 @@ def estimate_tempo(envelope: np.ndarray, sample_rate: int, hop_length: int) -> f
     Every period between :data:`MIN_BPM` and :data:`MAX_BPM`, on a grid
     :data:`TEMPO_STEP` apart, scores the mean of the normalised autocorrelation
     at 1, 2, 3 ... times itself, up to half the envelope, read between frames by
-    linear interpolation; a log-normal prior weights the scores. librosa instead
-    takes the single strongest lag, which moves in whole frames (117.5 or 123.0
-    BPM for a true 120 at 22,050 Hz and hop 512) and can be a lag off the beat:
-    a held note or a dotted figure makes 7/8 of a beat strong in one melody.
-    Such a lag lines up with few of its own multiples, the true beat with all
-    of them, so the comb finds the beat, and to a fraction of a frame.
+    linear interpolation; a log-normal prior weights the scores. librosa takes
+    the single strongest lag instead, which moves in whole frames (117.5 or
+    123.0 BPM for a true 120 at 22,050 Hz and hop 512) and, in a melody of held
+    and dotted notes, can be a lag off the beat: refined to a fraction of a
+    frame, that estimate was over 1 % off (up to 30 %) for 14 of the demo
+    corpus' 88 test and validation chorale clips, this one for 1. A lag off the
+    beat lines up with few of its own multiples, the true beat with all of them.
 
     Returns
     -------
