@@ -88,6 +88,8 @@ def test_training_stages_log_a_run_with_curves_params_lineage_and_model(project:
         assert run.info.run_name.startswith(f"train_{name} "), "runs are named after their network"
         assert run.data.params["max_epochs"] == "2" and "embed_dim" in run.data.params
         assert run.data.tags["git_commit"] and "dvc_features_md5" in run.data.tags
+        # CPU results depend on the thread count (the order of float sums); runs record it.
+        assert run.data.tags["torch_threads"] == str(torch.get_num_threads())
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # one point per epoch
         assert run.inputs.dataset_inputs, "the dataset lineage is logged"
         model = mlflow.pytorch.load_model(record["model_uri"])
@@ -137,6 +139,9 @@ def test_resuming_a_run_missing_from_the_tracking_store_says_where_to_look(
         r"point MLFLOW_TRACKING_URI at the store it was logged to, or delete .*mlflow_run_id",
     ):
         train_match.run(_params(TrainMatchParams, "train_match", max_epochs=2, batch_size=8, resume=True))
+    # The refusal comes first: the wrong store gains no experiment on the way.
+    other = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'other.db'}")
+    assert [e.name for e in other.search_experiments()] == ["Default"]
 
 
 class _Crash(L.Callback):

@@ -69,9 +69,9 @@ def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[m
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
     if run_id is not None:
         _check_run_exists(run_id, checkpoint_dir)
+    mlflow.set_experiment(experiment)
     # A readable name for the UI's run lists and comparisons; a resumed run keeps its own.
     name = None if run_id else f"{experiment} {datetime.now():%Y-%m-%d %H:%M:%S}"
     with mlflow.start_run(run_id=run_id, run_name=name) as run:
@@ -144,7 +144,15 @@ def train(
     """
     L.seed_everything(params.seed, workers=True, verbose=False)
     if run is not None:
-        mlflow.set_tags({"git_commit": git_commit(), "dvc_features_md5": dvc_output_hash("data/features")})
+        # torch_threads: on the CPU the thread count changes the order of the sums in a matrix
+        # product (1 and 2 threads differ in the last bits), so runs of one seed can part ways.
+        mlflow.set_tags(
+            {
+                "git_commit": git_commit(),
+                "dvc_features_md5": dvc_output_hash("data/features"),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
     if run is not None and not params.resume:
         # Lightning logs the module's hyper-parameters itself; they repeat these keys with equal values.
         mlflow.log_params(asdict(params))
