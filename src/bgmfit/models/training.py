@@ -12,6 +12,7 @@ import json
 import pickle
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -189,7 +190,12 @@ def train(
     resume_from = checkpoint_dir / "last.ckpt" if params.resume else None
     if resume_from is not None:
         check_resumable(module, resume_from)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    with warnings.catch_warnings():
+        # Both describe choices made here: the run id file lives beside the checkpoints, and every
+        # metric is logged per epoch, so the per-step logging interval does not apply.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     if run is None:
         return None
     if not checkpoint.best_model_path:
@@ -246,9 +252,11 @@ def train_and_log(
         train(module, datamodule, params, out_dir / "checkpoints", None, monitor, mode)
         raise SystemExit(0)
     with stage_run(experiment, out_dir / "checkpoints", params.resume) as active:
-        mlflow.log_input(
-            mlflow.data.from_numpy(inputs, source=str(source), name=source.stem), context="training"
-        )
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source under two schemes and warns that a path matches both.
+            warnings.filterwarnings("ignore", message=r"The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(inputs, source=str(source), name=source.stem)
+        mlflow.log_input(dataset, context="training")
         result = train(module, datamodule, params, out_dir / "checkpoints", active, monitor, mode)
         shutil.copyfile(result.best_checkpoint, out_dir / "model.ckpt")
         best = type(module).load_from_checkpoint(out_dir / "model.ckpt", map_location="cpu")
