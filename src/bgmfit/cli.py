@@ -25,6 +25,7 @@ from bgmfit.config import (
     load_params,
 )
 from bgmfit.errors import BgmfitError
+from bgmfit.tracking.runs import tracking_uri, without_password
 
 
 def _fetch(args: argparse.Namespace) -> None:
@@ -257,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tracking_store_failure(exc: Exception) -> str | None:
+    """What went wrong, in one line, when ``exc`` is the tracking store failing (an MLflow server
+    that is down, a PostgreSQL server that refuses the connection or the login); else ``None``.
+
+    The classes are looked up, not imported: importing MLflow would add 1.7 s to every command,
+    ``--help`` included, and an exception of theirs means they were imported already.
+    """
+    mlflow_errors, database_errors = sys.modules.get("mlflow.exceptions"), sys.modules.get("sqlalchemy.exc")
+    if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
+        return " ".join(str(exc).split())
+    if database_errors is not None and isinstance(exc, database_errors.OperationalError):
+        return " ".join(str(exc.orig).split())  # the driver's own words, without the SQL statement
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bgmfit`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -264,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
     except BgmfitError as exc:
         print(f"bgmfit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        problem = _tracking_store_failure(exc)
+        if problem is None:
+            raise
+        message = f"MLflow tracking store {tracking_uri()}: {problem}"
+        print(f"bgmfit {args.command}: error: {without_password(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bgmfit {args.command}: interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,17 @@ def test_bad_cli_input_is_one_line_without_a_traceback(served_project: Path, arg
     result = bgmfit(served_project, *args)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_tracking_server_is_one_line_naming_it(served_project: Path, monkeypatch):
+    # A user whose MLFLOW_TRACKING_URI names a server that is not running (here, a port just freed).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ci:s3cret@127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refuse at once, not after minutes
+    result = bgmfit(served_project, "registry")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"bgmfit registry: error: MLflow tracking store http://ci:***@127.0.0.1:{port}: " in result.stderr
+    assert "Connection refused" in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr, "the password stays out of logs"

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from bgmfit.config import TrainerParams
 from bgmfit.errors import BgmfitError
 from bgmfit.tracking.models import log_torch_model
-from bgmfit.tracking.runs import dvc_output_hash, git_commit, tracking_uri
+from bgmfit.tracking.runs import dvc_output_hash, git_commit, tracking_uri, without_password
 
 RUN_ID_FILE = "mlflow_run_id"
 
@@ -88,8 +88,8 @@ def _check_run_exists(run_id: str, checkpoint_dir: Path) -> None:
             raise
         raise BgmfitError(
             f"resume: MLflow run {run_id} of {checkpoint_dir / 'last.ckpt'} is not in the tracking store "
-            f"{tracking_uri()}; point MLFLOW_TRACKING_URI at the store it was logged to, or delete "
-            f"{checkpoint_dir / RUN_ID_FILE} to continue the checkpoint in a new run"
+            f"{without_password(tracking_uri())}; point MLFLOW_TRACKING_URI at the store it was logged "
+            f"to, or delete {checkpoint_dir / RUN_ID_FILE} to continue the checkpoint in a new run"
         ) from None
 
 

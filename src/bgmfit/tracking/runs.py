@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -15,6 +16,16 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 def tracking_uri() -> str:
     """The tracking store: ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def without_password(text: str) -> str:
+    """``text`` with the tracking URI's password, if it has one, shown as ``***``.
+
+    For messages that name the store: a PostgreSQL URI often carries the password,
+    and such messages end up in terminals and CI logs.
+    """
+    password = urlsplit(tracking_uri()).password
+    return text.replace(f":{password}@", ":***@") if password else text
 
 
 def git_commit() -> str:
