@@ -18,7 +18,6 @@ recall@10.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import os
@@ -196,7 +195,7 @@ def ann(size: int, dim: int, queries: int, repeats: int, ef_values: tuple[int, .
     probes = vectors[rng.choice(size, queries, replace=False)] + 0.05 * rng.standard_normal((queries, dim))
     probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
     start = time.perf_counter()
-    hnsw = CosineIndex.build(vectors, dataclasses.replace(params, ann_threshold=2))  # HNSW at any size
+    hnsw = CosineIndex.build(vectors, params.model_copy(update=dict(ann_threshold=2)))  # HNSW at any size
     build = time.perf_counter() - start
     faiss.omp_set_num_threads(1)  # single-query serving: two threads are slower per query here
 

@@ -28,9 +28,8 @@ from bgmfit.data.datamodules import PairDataModule, TripletDataModule
 from bgmfit.data.manifest import ManifestRow
 from bgmfit.data.store import FeatureStore
 from bgmfit.features.fusion import dimensions
-from bgmfit.models.match_module import MatchModule
+from bgmfit.models.match_module import MatchModule, agreement_layout
 from bgmfit.models.triplet_module import TripletModule
-from bgmfit.stages.train_match import agreement_layout
 
 STYLES, WORKS = 8, 40
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -29,15 +28,17 @@ def rng() -> np.random.Generator:
 def features_params() -> FeaturesParams:
     """The repository's features params, single-process so tests stay predictable."""
     params = load_params("features", FeaturesParams, REPO / "params.yaml")
-    return dataclasses.replace(params, workers=1)
+    return params.model_copy(update=dict(workers=1))
 
 
 @pytest.fixture
 def tiny_fetch_params(tmp_path: Path) -> FetchParams:
     """A demo corpus small enough for a test: 4 styles, 3 works each, 4-second clips."""
     params = load_params("fetch", FetchParams, REPO / "params.yaml")
-    return dataclasses.replace(
-        params, styles=("chorale", "madrigal", "reel", "jig"), works_per_style=3, clip_seconds=4.0, workers=1
+    return params.model_copy(
+        update=dict(
+            styles=("chorale", "madrigal", "reel", "jig"), works_per_style=3, clip_seconds=4.0, workers=1
+        )
     )
 
 

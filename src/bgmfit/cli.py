@@ -7,77 +7,23 @@ Each stage sub-command reads its own ``params.yaml`` section; DVC calls them
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from bgmfit import __version__
-from bgmfit.config import (
-    DEFAULT_PARAMS,
-    EvaluateParams,
-    FeaturesParams,
-    FetchParams,
-    IndexParams,
-    PackageParams,
-    RegisterParams,
-    TrainMatchParams,
-    TrainTripletParams,
-    load_params,
-)
+from bgmfit.config import DEFAULT_PARAMS, PackageParams, load_params
 from bgmfit.errors import BgmfitError
+from bgmfit.files import INDEX
+from bgmfit.networks import BY_NAME
 from bgmfit.tracking.runs import tracking_uri, without_password
 
 
-def _fetch(args: argparse.Namespace) -> None:
-    from bgmfit.stages import fetch
-
-    fetch.run(load_params("fetch", FetchParams, args.params))
-
-
-def _features(args: argparse.Namespace) -> None:
-    from bgmfit.stages import features
-
-    fetch_params = load_params("fetch", FetchParams, args.params)
-    features.run(load_params("features", FeaturesParams, args.params), on_bad_input=fetch_params.on_bad_input)
-
-
-def _train_match(args: argparse.Namespace) -> None:
-    from bgmfit.stages import train_match
-
-    train_match.run(load_params("train_match", TrainMatchParams, args.params))
-
-
-def _train_triplet(args: argparse.Namespace) -> None:
-    from bgmfit.stages import train_triplet
-
-    train_triplet.run(load_params("train_triplet", TrainTripletParams, args.params))
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from bgmfit.stages import evaluate
-
-    evaluate.run(load_params("evaluate", EvaluateParams, args.params))
-
-
-def _register(args: argparse.Namespace) -> None:
-    from bgmfit.stages import register
-
-    features = load_params("features", FeaturesParams, args.params)
-    register.run(load_params("register", RegisterParams, args.params), clip_seconds=features.clip_seconds)
-
-
-def _index(args: argparse.Namespace) -> None:
-    from bgmfit.stages import index
-
-    index.run(
-        load_params("index", IndexParams, args.params), load_params("features", FeaturesParams, args.params)
-    )
-
-
-def _package(args: argparse.Namespace) -> None:
-    from bgmfit.stages import package
-
-    package.run(load_params("package", PackageParams, args.params))
+def _stage(args: argparse.Namespace) -> None:
+    # Imported here, so that `bgmfit --help` and the light commands never pay for torch or MLflow.
+    module = importlib.import_module(f"bgmfit.stages.{args.command}")
+    module.main(args.params)
 
 
 def _registry(args: argparse.Namespace) -> None:
@@ -85,7 +31,7 @@ def _registry(args: argparse.Namespace) -> None:
 
     if args.action == "rollback":
         if not args.name:
-            raise BgmfitError("registry rollback needs a model name: bgmfit-match or bgmfit-triplet")
+            raise BgmfitError(f"registry rollback needs a model name: {' or '.join(BY_NAME)}")
         old, new = registry.rollback(args.name)
         from bgmfit.stages.register import write_champions
 
@@ -109,9 +55,7 @@ def _registry(args: argparse.Namespace) -> None:
 def _recommender(args: argparse.Namespace):
     from bgmfit.serving.recommender import Limits, from_registry
 
-    package = load_params("package", PackageParams, args.params)
-    limits = Limits(package.max_upload_bytes, package.max_audio_seconds, package.max_top_k)
-    return from_registry(args.index, limits)
+    return from_registry(args.index, Limits.from_params(load_params("package", PackageParams, args.params)))
 
 
 def _read_upload(path: Path) -> bytes:
@@ -139,7 +83,7 @@ def _recommend(args: argparse.Namespace) -> None:
 def _match(args: argparse.Namespace) -> None:
     recommender = _recommender(args)
     query = recommender.query_from_audio(_read_upload(args.file), str(args.file))
-    _print_results(recommender.fit(query, args.track_ids), args.json)
+    _print_results(recommender.match(query, args.track_ids), args.json)
 
 
 def _similar(args: argparse.Namespace) -> None:
@@ -164,51 +108,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the demo corpus or import a folder into data/raw/",
         description="Render the built-in demo corpus (fetch.source: demo) or import a folder of audio plus "
         "a manifest CSV (fetch.source: dir) into data/raw/, with data/raw/manifest.csv.",
-    ).set_defaults(handler=_fetch)
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "features",
         help="compute fused features and MFCC frames into data/features/",
         description="Decode every track of data/raw/manifest.csv, compute the fused feature matrix and the "
         "MFCC-frame feature, normalise with training-split statistics, and write data/features/.",
-    ).set_defaults(handler=_features)
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "train_match",
         help="train method A, the pair-fit network, into models/match/",
         description="Train the two-tower pair-fit network on graded foreground/BGM pairs with Lightning, "
         "tracked in the MLflow experiment train_match ($MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
-    ).set_defaults(handler=_train_match)
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "train_triplet",
         help="train method B, the triplet style network, into models/triplet/",
         description="Train the feed-forward triplet network with in-batch mining by style, tracked in the "
         "MLflow experiment train_triplet.",
-    ).set_defaults(handler=_train_triplet)
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "evaluate",
         help="score both networks and their baselines on held-out works",
         description="Evaluate method A and method B on the test split beside two baselines (untrained cosine "
         "and random); write metrics/match.json, metrics/triplet.json and plots/, and log them to the "
         "models' MLflow runs.",
-    ).set_defaults(handler=_evaluate)
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "register",
         help="register both models in MLflow and promote those that pass the gate to @champion",
         description="Register each training run's model as a new version of bgmfit-match / bgmfit-triplet "
-        "(once per run), score it and the current champion on the test split, and move @champion only if it "
-        "passes register.*_threshold and beats the champion by register.margin; otherwise @challenger.",
-    ).set_defaults(handler=_register)
+        "(once per run, and never twice for the same weights), score it and the current champion on the "
+        "test split, and move @champion only if it passes register.*_threshold and beats the champion by "
+        "register.margin; otherwise @challenger.",
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "index",
         help="embed the catalogue with the champion models into models/index/",
         description="Embed every catalogue track (BGM and music) with the versions in models/champions.json; "
         "exact search below index.ann_threshold tracks, FAISS HNSW above; stamped with versions and hash.",
-    ).set_defaults(handler=_index)
+    ).set_defaults(handler=_stage)
     commands.add_parser(
         "package",
         help="import the champions into the BentoML store and build the bento",
         description="Import the index's model versions into the BentoML model store, write "
         "models/serving.json, run bentoml build from bentofile.yaml and record the tag in models/bento.json.",
-    ).set_defaults(handler=_package)
+    ).set_defaults(handler=_stage)
     registry = commands.add_parser(
         "registry",
         help="list registered versions and aliases, or roll a champion back",
@@ -221,9 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def local(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description)
-        sub.add_argument(
-            "--index", type=Path, default=Path("models/index"), help="index folder (default: %(default)s)"
-        )
+        sub.add_argument("--index", type=Path, default=INDEX, help="index folder (default: %(default)s)")
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return sub
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +16,8 @@ from bgmfit.config import TrainMatchParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.stages import train_match
 from bgmfit.tracking import registry
-from bgmfit.tracking.registry import MATCH, register_candidate
+from bgmfit.networks import MATCH
+from bgmfit.tracking.registry import register_candidate
 from tests.integration.helpers import write_synthetic_store
 from tests.signals import REPO
 from tests.system import debian_program, free_port
@@ -72,7 +72,9 @@ def test_a_tiny_run_trains_and_registers_on_postgresql(postgres: str, tmp_path: 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres)
     write_synthetic_store(project / "data/features", rng)
     params = load_params("train_match", TrainMatchParams, REPO / "params.yaml")
-    train_match.run(dataclasses.replace(params, accelerator="cpu", min_epochs=1, max_epochs=2, batch_size=8))
+    train_match.run(
+        params.model_copy(update=dict(accelerator="cpu", min_epochs=1, max_epochs=2, batch_size=8))
+    )
     training = json.loads((project / "models/match/training.json").read_text())
     decision = register_candidate(
         MATCH, training, FeatureStore.load(project / "data/features"), threshold=0.0, margin=0.0, card="pg"

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from bgmfit.tracking.logged import log_network
 
 from bgmfit.config import FeaturesParams, IndexParams, TrainMatchParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
-from bgmfit.models.match_module import MatchModule, PairScorer
+from bgmfit.models.match_module import MatchModule
 from bgmfit.stages import index, train_match
 from bgmfit.tracking import registry
-from bgmfit.tracking.models import log_torch_model
-from bgmfit.tracking.registry import MATCH, register_candidate
+from bgmfit.networks import MATCH
+from bgmfit.tracking.registry import register_candidate
+from bgmfit.tracking.runs import use_tracking_store
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
@@ -29,16 +30,18 @@ def _untrained_run(seed: int, columns: int = 101) -> dict:
 
     torch.manual_seed(seed)
     module = MatchModule(columns, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0)
-    mlflow.set_tracking_uri(registry.tracking_uri())
+    use_tracking_store()
     mlflow.set_experiment("gate_candidates")  # not a stale experiment id from an earlier test's store
     with mlflow.start_run() as run:
-        uri = log_torch_model(PairScorer(module), np.zeros((2, 2, 10, columns), dtype=np.float32))
-    return {"run_id": run.info.run_id, "model_uri": uri}
+        uri, weights = log_network("match", module, np.zeros((2, 2, 10, columns), dtype=np.float32))
+    return {"run_id": run.info.run_id, "model_uri": uri, "weights_sha256": weights}
 
 
 def _trained_run() -> dict:
     params = load_params("train_match", TrainMatchParams, REPO / "params.yaml")
-    train_match.run(dataclasses.replace(params, accelerator="cpu", min_epochs=1, max_epochs=8, batch_size=8))
+    train_match.run(
+        params.model_copy(update=dict(accelerator="cpu", min_epochs=1, max_epochs=8, batch_size=8))
+    )
     return json.loads(Path("models/match/training.json").read_text())
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,12 +16,12 @@ from bgmfit.data.datamodules import PairDataModule, TripletDataModule
 from bgmfit.data.pairs import fit_grade
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
-from bgmfit.evaluation.metrics import partner_retrieval
+from bgmfit.metrics import partner_retrieval
 from bgmfit.models.match_module import MatchModule
-from bgmfit.models.training import stage_run, train
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.stages import train_match, train_triplet
 from bgmfit.tracking.runs import tracking_uri
+from bgmfit.training import stage_run, train
 from tests.integration.helpers import bgmfit, write_params
 from tests.signals import REPO
 
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 def _params(cls, section: str, **overrides):
     params = load_params(section, cls, REPO / "params.yaml")
-    return dataclasses.replace(params, accelerator="cpu", min_epochs=1, **overrides)
+    return params.model_copy(update=dict(accelerator="cpu", min_epochs=1, **overrides))
 
 
 def test_fast_dev_run_trains_both_networks(project: Path):
@@ -103,8 +102,10 @@ def test_training_stages_log_a_run_with_curves_params_lineage_and_model(project:
         assert run.data.tags["torch_threads"] == str(torch.get_num_threads())
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # one point per epoch
         assert run.inputs.dataset_inputs, "the dataset lineage is logged"
-        model = mlflow.pytorch.load_model(record["model_uri"])
-        assert model is not None and (project / f"models/{name}/model.ckpt").is_file()
+        model = mlflow.pyfunc.load_model(record["model_uri"])  # MLflow's own loader, from weights + config
+        example = model.input_example
+        assert model.predict(example).shape[0] == len(example) and len(record["weights_sha256"]) == 64
+        assert (project / f"models/{name}/model.ckpt").is_file()
 
 
 def test_resume_continues_from_last_checkpoint_with_its_step_count(project: Path):

@@ -15,10 +15,11 @@ import pytest
 import soundfile as sf
 from starlette.testclient import TestClient
 
+from bgmfit.config import PackageParams, load_params
 from bgmfit.errors import BgmfitError
 from bgmfit.index import Catalogue
-from bgmfit.serving.recommender import Recommender
-from bgmfit.tracking.registry import load_version
+from bgmfit.serving.recommender import Limits, Recommender
+from bgmfit.tracking.logged import load_version
 from tests.integration.helpers import environment
 from tests.system import free_port, local_server
 
@@ -163,9 +164,12 @@ def test_the_service_refuses_an_index_built_from_other_versions(served_project, 
     catalogue = Catalogue.load(served_project / "models/index")
     versions = catalogue.versions()
     match, triplet = (load_version(name, str(v)) for name, v in versions.items())
-    Recommender(match, triplet, versions, catalogue)  # the right versions load
+    limits = Limits.from_params(load_params("package", PackageParams, served_project / "params.yaml"))
+    Recommender(match, triplet, versions, catalogue, limits)  # the right versions load
     with pytest.raises(BgmfitError, match="index was built from .* but the models loaded are"):
-        Recommender(match, triplet, {**versions, "bgmfit-match": versions["bgmfit-match"] + 1}, catalogue)
+        Recommender(
+            match, triplet, {**versions, "bgmfit-match": versions["bgmfit-match"] + 1}, catalogue, limits
+        )
 
 
 @pytest.fixture(scope="module")

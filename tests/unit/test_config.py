@@ -1,4 +1,3 @@
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,13 @@ from bgmfit.config import (
     params_from_dict,
 )
 from bgmfit.errors import ConfigError
-from bgmfit.stages.train_match import agreement_layout
+from bgmfit.models.match_module import agreement_layout
 from tests.signals import REPO
 
 
 def _fetch_dict() -> dict:
     params = load_params("fetch", FetchParams, REPO / "params.yaml")
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.model_dump().items()}
 
 
 def test_repository_params_load_for_every_section():
@@ -49,7 +48,7 @@ def test_wrong_type_is_named():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("source", "s3", r"fetch\.source: must be 'demo' or 'dir'"),
+        ("source", "s3", r"fetch\.source: must be one of demo, dir, got .s3."),
         ("on_bad_input", "ignore", r"fetch\.on_bad_input: must be one of fail, skip"),
         ("test_fraction", 1.5, r"fetch\.test_fraction: must be in \[0, 1\)"),
         ("silence_dbfs", 3.0, r"fetch\.silence_dbfs: must be negative"),
@@ -61,14 +60,14 @@ def test_out_of_range_values_are_named(key, value, message):
 
 
 def test_unknown_match_head_is_named():
-    values = dataclasses.asdict(load_params("train_match", TrainMatchParams, REPO / "params.yaml"))
+    values = load_params("train_match", TrainMatchParams, REPO / "params.yaml").model_dump()
     message = r"train_match\.head: must be one of concat, interactions, got 'bilinear'"
     with pytest.raises(ConfigError, match=message):
         params_from_dict("train_match", TrainMatchParams, values | {"head": "bilinear"})
 
 
 def test_unknown_triplet_front_is_named():
-    values = dataclasses.asdict(load_params("train_triplet", TrainTripletParams, REPO / "params.yaml"))
+    values = load_params("train_triplet", TrainTripletParams, REPO / "params.yaml").model_dump()
     with pytest.raises(
         ConfigError, match=r"train_triplet\.front: must be one of flat, modulation, got 'fft'"
     ):
@@ -103,7 +102,7 @@ def test_dir_source_needs_a_folder():
 
 
 def test_frames_n_cannot_exceed_the_analysed_audio(features_params):
-    values = dataclasses.asdict(features_params) | {"frames_n": 100_000}
+    values = features_params.model_dump() | {"frames_n": 100_000}
     with pytest.raises(ConfigError, match=r"features\.frames_n: must be in 1\.\.\d+"):
         params_from_dict("features", FeaturesParams, values)
 
@@ -137,13 +136,13 @@ def test_missing_file_and_section_are_reported(tmp_path: Path):
     ],
 )
 def test_registry_index_and_package_values_are_checked(section, cls, key, value, message):
-    values = dataclasses.asdict(load_params(section, cls, REPO / "params.yaml"))
+    values = load_params(section, cls, REPO / "params.yaml").model_dump()
     with pytest.raises(ConfigError, match=message):
         params_from_dict(section, cls, values | {key: value})
 
 
 def test_an_exponent_that_yaml_reads_as_a_string_is_still_a_number():
-    values = dataclasses.asdict(load_params("register", RegisterParams, REPO / "params.yaml"))
+    values = load_params("register", RegisterParams, REPO / "params.yaml").model_dump()
     assert params_from_dict("register", RegisterParams, values | {"margin": "1e-3"}).margin == 0.001
     with pytest.raises(ConfigError, match=r"register\.margin: expected a number, got 'tiny'"):
         params_from_dict("register", RegisterParams, values | {"margin": "tiny"})

@@ -8,10 +8,10 @@ import pytest
 
 from bgmfit.audio import load_audio, rms_dbfs
 from bgmfit.corpus.build import render_work, select_works
-from bgmfit.corpus.catalogue import STYLES, abc_header, discover_works, normalise_rhythm, split_abc_book
 from bgmfit.corpus.narration import NarrationError, narrate
 from bgmfit.corpus.render import render_voices
 from bgmfit.corpus.scores import Voice
+from bgmfit.corpus.works import STYLES, abc_header, discover_works, normalise_rhythm, split_abc_book
 from bgmfit.errors import ConfigError
 from bgmfit.features import tonality
 from bgmfit.features.spectrum import compute_spectrum
@@ -46,7 +46,7 @@ def test_dance_styles_come_from_the_books_rhythm_header():
 
 
 def test_unknown_style_names_the_known_ones(tiny_fetch_params):
-    params = dataclasses.replace(tiny_fetch_params, styles=("chorale", "polka"))
+    params = tiny_fetch_params.model_copy(update=dict(styles=("chorale", "polka")))
     with pytest.raises(ConfigError, match=r"unknown style 'polka' \(known: chorale, mass"):
         select_works(params)
 
@@ -54,7 +54,7 @@ def test_unknown_style_names_the_known_ones(tiny_fetch_params):
 def test_work_selection_is_seeded(tiny_fetch_params):
     first = [w.work_id for w in select_works(tiny_fetch_params)]
     assert first == [w.work_id for w in select_works(tiny_fetch_params)]
-    other = [w.work_id for w in select_works(dataclasses.replace(tiny_fetch_params, seed=99))]
+    other = [w.work_id for w in select_works(tiny_fetch_params.model_copy(update=dict(seed=99)))]
     assert first != other and len(first) == 3 * len(tiny_fetch_params.styles)
 
 
@@ -86,7 +86,7 @@ def test_a_chorale_gives_foreground_bgm_and_narration(tiny_fetch_params, tmp_pat
 
 
 def test_silent_renders_are_rejected_with_a_reason(tiny_fetch_params, tmp_path: Path):
-    strict = dataclasses.replace(tiny_fetch_params, silence_dbfs=-0.5)  # nothing real is that loud
+    strict = tiny_fetch_params.model_copy(update=dict(silence_dbfs=-0.5))  # nothing real is that loud
     clips, rejected = render_work(_chorale(strict), strict, tmp_path)
     assert clips == [] and len(rejected) == 3
     assert all(
@@ -114,8 +114,8 @@ def test_repository_default_corpus_meets_the_style_floor():
 
 
 def test_tied_notes_become_one_sounding_note():
-    from bgmfit.corpus.catalogue import WorkRef
     from bgmfit.corpus.scores import parse_work
+    from bgmfit.corpus.works import WorkRef
 
     tune = "X:1\nT:tied\nM:4/4\nL:1/8\nR:reel\nK:C\nA4-A4|B2c2d4|]\n"
     parsed = parse_work(WorkRef("reel-test", "reel", "test", "", tune))

@@ -1,14 +1,12 @@
 """Each feature dimension on synthetic signals with a known answer."""
 
-import dataclasses
-
 import librosa
 import numpy as np
 import pytest
 
-from bgmfit.corpus.catalogue import discover_works
 from bgmfit.corpus.render import render_voices
 from bgmfit.corpus.scores import parse_work
+from bgmfit.corpus.works import discover_works
 from bgmfit.features import energy, prosody, rhythm, spectral, tonality
 from bgmfit.features.fusion import NormStats, analyse, dimensions
 from bgmfit.features.spectrum import compute_spectrum, mfcc, segment_bounds
@@ -177,7 +175,7 @@ def test_segment_bounds_cover_the_frames_in_order():
 
 
 def test_two_clips_of_one_tone_are_nearer_than_a_tone_and_noise(features_params, rng):
-    params = dataclasses.replace(features_params, n_segments=3, frames_n=64)
+    params = features_params.model_copy(update=dict(n_segments=3, frames_n=64))
     tone_a = analyse(harmonic_tone(220.0, seconds=3.0), params)
     tone_b = analyse(0.8 * np.roll(harmonic_tone(220.0, seconds=3.0), 777), params)
     noise = analyse((0.1 * rng.standard_normal(3 * SR)).astype(np.float32), params)

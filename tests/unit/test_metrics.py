@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bgmfit.evaluation.metrics import (
+from bgmfit.metrics import (
     expected_calibration_error,
     pair_classification,
     partner_retrieval,

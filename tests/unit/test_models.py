@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from bgmfit.evaluation.metrics import cosine_distance_matrix, top_k
 from bgmfit.features.fusion import analyse, fit_length
 from bgmfit.features.spectrum import compute_spectrum, mfcc
+from bgmfit.metrics import cosine_distance_matrix, top_k
 from bgmfit.models.components import ConvTower, FeedForwardBranch, MatchHead, ModulationSpectrum
-from bgmfit.models.match_module import MatchModule, PairScorer
+from bgmfit.models.match_module import MatchModule
 from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
 from tests.signals import harmonic_tone
 
@@ -54,7 +54,7 @@ def test_head_concatenates_deep_features_and_the_module_outputs_a_fit_in_0_1(rng
     )
     model = _match().eval()
     fused = torch.from_numpy(rng.standard_normal((5, 2, SEGMENTS, COLUMNS)).astype(np.float32) * 50)
-    fit = PairScorer(model)(fused)
+    fit = model(fused[:, 0], fused[:, 1])
     assert fit.shape == (5,) and torch.all((fit > 0) & (fit < 1))
     assert torch.allclose(fit, torch.sigmoid(model.logit(fused[:, 0], fused[:, 1])))
 
@@ -67,19 +67,10 @@ def test_interaction_head_also_feeds_the_product_and_the_gap_of_the_deep_feature
     assert torch.allclose(head.deep_fused(a, b), expected)
     model = _match(head="interactions").eval()
     fused = torch.from_numpy(rng.standard_normal((5, 2, SEGMENTS, COLUMNS)).astype(np.float32))
-    fit = PairScorer(model)(fused)
+    fit = model(fused[:, 0], fused[:, 1])
     assert fit.shape == (5,) and torch.all((fit > 0) & (fit < 1))
     with pytest.raises(ValueError, match="terms must be"):
         MatchHead(embed_dim=8, fused_dim=12, dropout=0.0, terms="bilinear")
-
-
-def test_a_head_pickled_before_interactions_existed_still_loads_as_concat():
-    # Registered versions are pickled modules; those from before `terms` existed lack it.
-    state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0).__getstate__()
-    del state["terms"]
-    old = MatchHead.__new__(MatchHead)
-    old.__setstate__(state)
-    assert old.terms == "concat" and old(torch.ones(2, 8), torch.ones(2, 8)).shape == (2,)
 
 
 def test_agreement_columns_pass_through_the_towers_and_reach_the_head_as_a_kernel_of_their_gap(rng):
@@ -99,7 +90,7 @@ def test_agreement_columns_pass_through_the_towers_and_reach_the_head_as_a_kerne
     f, g = a[:, :8], b[:, :8]
     expected = head.fuse(torch.cat([f, g, f * g, (f - g).abs(), kernel], dim=1))
     assert torch.allclose(head.deep_fused(a, b), expected)
-    fit = PairScorer(model)(torch.stack([fused, fused.flip(0)], dim=1))
+    fit = model(fused, fused.flip(0))
     assert fit.shape == (4,) and torch.all((fit > 0) & (fit < 1))
 
 
@@ -133,32 +124,6 @@ def test_an_agreement_profile_reaches_the_head_as_a_kernel_of_its_cosine_gap(rng
         _match(agreement_columns=(3, 10, 11), agreement_sizes=(1, 4))
 
 
-def test_towers_and_heads_pickled_before_agreement_existed_still_load():
-    tower = ConvTower(COLUMNS, channels=4, depth=1, kernel_size=3, embed_dim=8, dropout=0.0).eval()
-    state = tower.__getstate__()
-    del state["passthrough"]
-    old_tower = ConvTower.__new__(ConvTower)
-    old_tower.__setstate__(state)
-    head_state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0).__getstate__()
-    del head_state["agreement"], head_state["agreement_sizes"]
-    old_head = MatchHead.__new__(MatchHead)
-    old_head.__setstate__(head_state)
-    deep = old_tower(torch.ones(2, SEGMENTS, COLUMNS))
-    assert deep.shape == (2, 8) and old_head(deep, deep).shape == (2,)
-
-
-def test_a_head_pickled_before_agreement_profiles_existed_compares_single_columns():
-    state = MatchHead(embed_dim=8, fused_dim=12, dropout=0.0, agreement=(1, 1)).__getstate__()
-    del state["agreement_sizes"]  # registered bgmfit-match versions up to v19 have only the count
-    old = MatchHead.__new__(MatchHead)
-    old.__setstate__(state)
-    a, b = torch.zeros(2, 10), torch.zeros(2, 10)
-    b[:, 9] = 1.0
-    assert old.agreement_sizes == (1, 1) and old(a, b).shape == (2,)
-    assert torch.equal(old.agreement_kernels(a, b)[:, 0], torch.ones(2))
-
-
-# Method A, step 5: the tower alone gives the deep feature used for retrieval.
 def test_embed_exposes_each_side_tower(rng):
     model = _match().eval()
     fused = torch.from_numpy(rng.standard_normal((2, SEGMENTS, COLUMNS)).astype(np.float32))
@@ -210,15 +175,6 @@ def test_modulation_front_gives_each_coefficients_spectrum_wherever_the_pattern_
     assert branch(series[None]).shape == (1, 8)
 
 
-def test_a_branch_pickled_before_the_front_existed_still_loads():
-    state = FeedForwardBranch(40, 16, 8, 0.0).__getstate__()
-    del state["_modules"]["front"], state["in_features"]
-    old = FeedForwardBranch.__new__(FeedForwardBranch)
-    old.__setstate__(state)
-    assert old.in_features == 40 and old(torch.ones(2, 4, 10)).shape == (2, 8)
-
-
-# Method B, step 3: triplets with d(a,p) < d(a,n), margin loss, semi-hard or hard mining.
 def test_mining_picks_semi_hard_and_hard_negatives_by_hand():
     # Items 0,1 are style A; 2,3 are style B. Distances from anchor 0: p=1 at 0.3, n=2 at 0.2, n=3 at 0.4.
     d = torch.tensor([[0.0, 0.3, 0.2, 0.4], [0.3, 0.0, 0.9, 0.8], [0.2, 0.9, 0.0, 0.5], [0.4, 0.8, 0.5, 0.0]])

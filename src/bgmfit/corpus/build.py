@@ -13,10 +13,10 @@ import soxr
 
 from bgmfit.audio import rms_dbfs, write_flac
 from bgmfit.config import FetchParams
-from bgmfit.corpus.catalogue import STYLES, Style, WorkRef, discover_works
 from bgmfit.corpus.narration import NarrationError, narrate
 from bgmfit.corpus.render import render_voices
 from bgmfit.corpus.scores import ParsedWork, ScoreError, parse_work
+from bgmfit.corpus.works import STYLES, Style, WorkRef, discover_works
 from bgmfit.errors import ConfigError
 
 SCORE_LICENCE = (

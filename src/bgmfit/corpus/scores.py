@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgmfit.corpus.catalogue import STYLES, WorkRef
+from bgmfit.corpus.works import STYLES, WorkRef
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class TripletDataModule(L.LightningDataModule):
     ----------
     store:
         The feature store.
-    input_name:
+    input_kind:
         ``mfcc_frames`` or ``fused``.
     styles_per_batch, tracks_per_style, batches_per_epoch, seed:
         See :class:`bgmfit.config.TrainTripletParams`.
@@ -103,14 +103,14 @@ class TripletDataModule(L.LightningDataModule):
     def __init__(
         self,
         store: FeatureStore,
-        input_name: str,
+        input_kind: str,
         styles_per_batch: int,
         tracks_per_style: int,
         batches_per_epoch: int,
         seed: int,
     ) -> None:
         super().__init__()
-        self.features = store.mfcc_frames if input_name == "mfcc_frames" else store.fused
+        self.features = store.inputs(input_kind)
         self.style_names = sorted({t.style for t in store.tracks})
         self.style_ids = np.array([self.style_names.index(t.style) for t in store.tracks], dtype=np.int64)
         self.store = store
@@ -118,7 +118,7 @@ class TripletDataModule(L.LightningDataModule):
         self.seed = seed
 
     def _batches(self, split: str, n_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
-        rows = self.store.catalogue(split)
+        rows = self.store.music(split)
         styles = [self.store.tracks[i].style for i in rows]
         try:
             return style_batches(rows, styles, self.shape[0], self.shape[1], n_batches, rng)
@@ -138,4 +138,4 @@ class TripletDataModule(L.LightningDataModule):
         # way the evaluation does (MAP@10 over every held-out track). Drawing a batch
         # first checks that the split has triplets at all.
         self._batches("val", 1, np.random.default_rng(0))
-        return self._loader([self.store.catalogue("val")])
+        return self._loader([self.store.music("val")])

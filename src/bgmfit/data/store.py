@@ -10,8 +10,10 @@ import numpy as np
 from bgmfit.data.manifest import FOREGROUND_ROLES, ManifestRow, read_manifest
 from bgmfit.errors import BgmfitError
 from bgmfit.features.fusion import NormStats
+from bgmfit.files import FEATURES
 
-FEATURES_DIR = Path("data/features")
+#: The arrays a network can read, by the name of their file (``<kind>.npy``).
+INPUT_KINDS = ("fused", "mfcc_frames")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class FeatureStore:
     columns: list[str]
 
     @classmethod
-    def load(cls, folder: Path = FEATURES_DIR) -> FeatureStore:
+    def load(cls, folder: Path = FEATURES) -> FeatureStore:
         """Load ``fused.npy``, ``mfcc_frames.npy``, ``tracks.csv`` and the column names from ``folder``."""
         needed = [folder / n for n in ("fused.npy", "mfcc_frames.npy", "tracks.csv", "norm_stats.json")]
         missing = [str(p) for p in needed if not p.is_file()]
@@ -76,9 +78,18 @@ class FeatureStore:
         """Rows of BGM tracks (accompaniments that have a foreground)."""
         return self.select(split, ("bgm",))
 
-    def catalogue(self, split: str | None = None) -> np.ndarray:
+    def music(self, split: str | None = None) -> np.ndarray:
         """Rows of music for method B: BGM and stand-alone music tracks."""
         return self.select(split, ("bgm", "music"))
+
+    def inputs(self, kind: str) -> np.ndarray:
+        """The array a network reads: ``fused`` (method A, or B on the fused matrix) or ``mfcc_frames``.
+
+        Every network carries its kind (``input_kind``); this is the one place it becomes an array.
+        """
+        if kind not in INPUT_KINDS:
+            raise BgmfitError(f"unknown network input {kind!r}; expected one of {', '.join(INPUT_KINDS)}")
+        return getattr(self, kind)
 
 
 def _load_array(path: Path) -> np.ndarray:

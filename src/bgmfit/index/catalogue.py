@@ -13,7 +13,6 @@ An index folder holds:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from bgmfit.config import FeaturesParams, IndexParams
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.features.fusion import NormStats
+from bgmfit.files import write_json
 
 TRACK_COLUMNS = ("track_id", "style", "role", "work_id", "split")
 _HASHED = ("tracks.csv", "match_deep.npy", "triplet.npy", "features.json", "norm_stats.json")
@@ -133,7 +133,7 @@ class Catalogue:
             tracks=tracks,
             match_deep=np.load(folder / "match_deep.npy"),
             triplet=CosineIndex(triplet, hnsw, int(stamp.get("ef_search", 64))),
-            features=FeaturesParams(**json.loads((folder / "features.json").read_text())),
+            features=FeaturesParams.model_validate_json((folder / "features.json").read_text()),
             norm_stats=NormStats.load(folder / "norm_stats.json"),
             stamp=stamp,
         )
@@ -166,22 +166,22 @@ def build_catalogue(
     Parameters
     ----------
     match_model, triplet_model:
-        The champion versions as loaded from the registry (``PairScorer`` and the feed-forward branch).
+        The champion versions as loaded from the registry (method A and method B).
     champions:
-        ``models/champions.json``: name -> ``{"version", "run_id", "input"}``.
+        ``models/champions.json``: name -> ``{"version", "run_id", "weights_sha256"}``.
 
     Returns
     -------
     dict
         The stamp written to ``out/stamp.json``.
     """
-    rows = store.catalogue()
+    rows = store.music()
     if rows.size == 0:
         raise BgmfitError("the catalogue is empty: the manifest has no bgm or music tracks")
-    triplet_input = champions["bgmfit-triplet"]["input"]
-    inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
-    match_deep = match_model.match.embed(torch.from_numpy(store.fused[rows]), "bgm").numpy()
-    triplet = triplet_model(torch.from_numpy(inputs[rows])).numpy()
+    match_deep = match_model.embed(
+        torch.from_numpy(store.inputs(match_model.input_kind)[rows]), "bgm"
+    ).numpy()
+    triplet = triplet_model(torch.from_numpy(store.inputs(triplet_model.input_kind)[rows])).numpy()
     index = CosineIndex.build(triplet, params)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def build_catalogue(
         import faiss
 
         faiss.write_index(index.hnsw, str(out / "triplet.faiss"))
-    (out / "features.json").write_text(json.dumps(dataclasses.asdict(features), indent=2) + "\n")
+    write_json(out / "features.json", features.model_dump())
     (out / "norm_stats.json").write_bytes(norm_stats.read_bytes())
     stamp = {
         "models": champions,
@@ -206,5 +206,5 @@ def build_catalogue(
         "ef_search": params.ef_search,
         "content_sha256": content_hash(out),
     }
-    (out / "stamp.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    write_json(out / "stamp.json", stamp)
     return stamp

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG
 
+from bgmfit.config import TrainMatchParams
 from bgmfit.data.pairs import SAME_WORK
+from bgmfit.errors import ConfigError
 from bgmfit.models.components import ConvTower, MatchHead
 
 # Checkpoints are chosen by the ranking /recommend returns: each val foreground ranks every val
@@ -91,6 +92,29 @@ class MatchModule(L.LightningModule):
         self.val_mrr = RetrievalMRR(empty_target_action="skip")
         self.val_ndcg = RetrievalNormalizedDCG(top_k=10, empty_target_action="skip")
 
+    @classmethod
+    def from_params(cls, params: TrainMatchParams, columns: list[str]) -> MatchModule:
+        """The network that ``params.yaml: train_match`` describes, over fused ``columns`` (by name)."""
+        agreement_columns, agreement_sizes = agreement_layout(params.agreement, columns)
+        return cls(
+            in_columns=len(columns),
+            tower_channels=params.tower_channels,
+            tower_depth=params.tower_depth,
+            kernel_size=params.kernel_size,
+            embed_dim=params.embed_dim,
+            fused_dim=params.fused_dim,
+            share_towers=params.share_towers,
+            dropout=params.dropout,
+            lr=params.lr,
+            weight_decay=params.weight_decay,
+            head=params.head,
+            agreement_columns=agreement_columns,
+            agreement_sizes=agreement_sizes,
+        )
+
+    #: The feature store's input this network reads (see ``FeatureStore.inputs``).
+    input_kind = "fused"
+
     def embed(self, fused: torch.Tensor, side: str = "bgm") -> torch.Tensor:
         """Deep features of fused matrices ``(batch, segments, columns)`` through one side's tower.
 
@@ -107,6 +131,17 @@ class MatchModule(L.LightningModule):
     def logit(self, foreground: torch.Tensor, bgm: torch.Tensor) -> torch.Tensor:
         """The fit before the sigmoid."""
         return self.head(self.embed(foreground, "foreground"), self.embed(bgm, "bgm"))
+
+    @torch.no_grad()
+    def fit_matrix(self, foreground_deep: torch.Tensor, bgm_deep: torch.Tensor) -> torch.Tensor:
+        """Predicted fit ``(foregrounds, bgms)`` of every foreground with every BGM, from deep features.
+
+        The one way both the evaluation and the service score pairs: towers once per track,
+        the head once per pair.
+        """
+        n_fg, n_bg = len(foreground_deep), len(bgm_deep)
+        logits = self.head(foreground_deep.repeat_interleave(n_bg, dim=0), bgm_deep.repeat(n_fg, 1))
+        return torch.sigmoid(logits).reshape(n_fg, n_bg)
 
     def _common_step(self, batch, stage: str) -> torch.Tensor:
         foreground, bgm, grade, foreground_row = batch
@@ -144,15 +179,47 @@ class MatchModule(L.LightningModule):
         )
 
 
-class PairScorer(nn.Module):
-    """Method A behind one tensor, for MLflow's pyfunc: ``(batch, 2, segments, columns)`` -> fit ``(batch,)``.
+def agreement_layout(
+    names: tuple[str, ...] | list[str], columns: list[str]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where ``train_match.agreement``'s entries sit among the fused columns.
 
-    Index 0 of the second axis is the foreground, index 1 the BGM.
+    A plain name is one column. A name ending in ``*`` is a profile: every
+    column it prefixes, in order, compared as one vector (``key_corr_*``, the
+    24 key correlations).
+
+    Returns
+    -------
+    tuple
+        The column indices, in order, and the size of each entry's group.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not a fused column, listing the ones there are, and
+        for a profile that matches fewer than two.
     """
-
-    def __init__(self, match: MatchModule) -> None:
-        super().__init__()
-        self.match = match
-
-    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        return self.match(pairs[:, 0], pairs[:, 1])
+    indices: list[int] = []
+    sizes: list[int] = []
+    for name in names:
+        if name.endswith("*"):
+            group = [i for i, c in enumerate(columns) if c.startswith(name[:-1])]
+            if not group:
+                raise ConfigError(
+                    f"params.yaml: train_match.agreement: {name!r} matches no fused feature column"
+                )
+            if len(group) == 1:
+                raise ConfigError(
+                    f"params.yaml: train_match.agreement: {name!r} matches 1 column ({columns[group[0]]}); "
+                    "a profile needs 2 or more, or name the column without '*'"
+                )
+        elif name in columns:
+            group = [columns.index(name)]
+        else:
+            raise ConfigError(
+                f"params.yaml: train_match.agreement: {name!r} is not a fused feature column; "
+                f"the columns are: {', '.join(columns)}"
+            )
+        indices += group
+        sizes.append(len(group))
+    return tuple(indices), tuple(sizes)

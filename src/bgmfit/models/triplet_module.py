@@ -7,9 +7,11 @@ anchor, positive and negative; mining picks the triplets inside each batch.
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 
-from bgmfit.evaluation.metrics import style_retrieval
+from bgmfit.config import TrainTripletParams
+from bgmfit.metrics import style_retrieval
 from bgmfit.models.components import FeedForwardBranch
 from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
 
@@ -35,6 +37,8 @@ class TripletModule(L.LightningModule):
         AdamW settings.
     modulation_frames:
         See :class:`bgmfit.models.components.FeedForwardBranch`; 0 for none.
+    input_kind:
+        The feature store's input it reads: ``mfcc_frames`` or ``fused`` (``train_triplet.input``).
     """
 
     def __init__(
@@ -48,10 +52,35 @@ class TripletModule(L.LightningModule):
         lr: float,
         weight_decay: float,
         modulation_frames: int = 0,
+        input_kind: str = "mfcc_frames",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.branch = FeedForwardBranch(in_features, hidden_dim, embed_dim, dropout, modulation_frames)
+
+    @classmethod
+    def from_params(cls, params: TrainTripletParams, input_shape: tuple[int, ...]) -> TripletModule:
+        """The network that ``params.yaml: train_triplet`` describes, for inputs of ``input_shape``.
+
+        ``input_shape`` is one track's ``(frames, coefficients)`` (or ``(segments, columns)``).
+        """
+        return cls(
+            in_features=int(np.prod(input_shape)),
+            hidden_dim=params.hidden_dim,
+            embed_dim=params.embed_dim,
+            dropout=params.dropout,
+            margin=params.margin,
+            mining=params.mining,
+            lr=params.lr,
+            weight_decay=params.weight_decay,
+            modulation_frames=int(input_shape[0]) if params.front == "modulation" else 0,
+            input_kind=params.input,
+        )
+
+    @property
+    def input_kind(self) -> str:
+        """The feature store's input this network reads (see ``FeatureStore.inputs``)."""
+        return self.hparams.input_kind
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Unit-length embeddings ``(batch, embed_dim)``."""

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from bgmfit.audio import load_audio, probe_audio
+from bgmfit.config import PackageParams
 from bgmfit.errors import AudioDecodeError, BgmfitError, UnsupportedAudioError
 from bgmfit.features.fusion import analyse
 from bgmfit.index import Catalogue
+from bgmfit.networks import MATCH, TRIPLET
 
 METHODS = ("match", "triplet")
 
@@ -32,11 +34,16 @@ class RequestError(BgmfitError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What a request may ask for."""
+    """What a request may ask for (from ``params.yaml: package``; see :meth:`from_params`)."""
 
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_audio_seconds: float = 600.0
-    max_top_k: int = 100
+    max_upload_bytes: int
+    max_audio_seconds: float
+    max_top_k: int
+
+    @classmethod
+    def from_params(cls, params: PackageParams) -> Limits:
+        """The limits that the ``package`` section sets."""
+        return cls(params.max_upload_bytes, params.max_audio_seconds, params.max_top_k)
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,8 @@ class Recommender:
 
     Parameters
     ----------
-    match_model:
-        The champion ``PairScorer`` (method A), as logged to MLflow.
-    triplet_model:
-        The champion feed-forward branch (method B).
+    match_model, triplet_model:
+        The champion versions of method A and method B, as loaded from the registry.
     versions:
         Registered model name -> the version of each model given here.
     catalogue:
@@ -75,19 +80,18 @@ class Recommender:
         triplet_model: torch.nn.Module,
         versions: dict[str, int],
         catalogue: Catalogue,
-        limits: Limits = Limits(),
+        limits: Limits,
     ) -> None:
         if versions != catalogue.versions():
             raise BgmfitError(
                 f"the catalogue index was built from {_describe(catalogue.versions())} but the models "
                 f"loaded are {_describe(versions)}; rebuild the index and the bento (dvc repro index package)"
             )
-        self.match = match_model.match.eval()
-        self.triplet = triplet_model.eval()
+        self.match_model = match_model.eval()
+        self.triplet_model = triplet_model.eval()
         self.versions = versions
         self.catalogue = catalogue
         self.limits = limits
-        self.triplet_input = catalogue.stamp["models"]["bgmfit-triplet"]["input"]
         features = catalogue.features
         self.fused_shape = (features.n_segments, len(catalogue.norm_stats.columns))
         self._bgm_rows = catalogue.bgm_rows
@@ -158,22 +162,24 @@ class Recommender:
     @torch.no_grad()
     def foreground_deep(self, fused: np.ndarray) -> np.ndarray:
         """Method A's foreground deep features of ``(batch, segments, columns)`` fused arrays."""
-        return self.match.embed(torch.from_numpy(np.asarray(fused, dtype=np.float32)), "foreground").numpy()
+        return self.match_model.embed(
+            torch.from_numpy(np.asarray(fused, dtype=np.float32)), "foreground"
+        ).numpy()
 
     @torch.no_grad()
     def style_embedding(self, query: Query) -> np.ndarray:
         """Method B's unit-length embedding ``(embed_dim,)`` of a query."""
-        if self.triplet_input == "mfcc_frames":
+        if self.triplet_model.input_kind == "mfcc_frames":
             if query.frames is None:
                 raise RequestError(
                     422,
-                    "method 'triplet' needs audio: the champion bgmfit-triplet reads MFCC frames, "
+                    f"method 'triplet' needs audio: the champion {TRIPLET.name} reads MFCC frames, "
                     "which a fused feature array does not carry",
                 )
             inputs = query.frames
         else:
             inputs = query.fused
-        return self.triplet(torch.from_numpy(inputs[None])).numpy()[0]
+        return self.triplet_model(torch.from_numpy(inputs[None])).numpy()[0]
 
     def recommend(self, query: Query, method: str = "match", top_k: int = 10) -> list[dict]:
         """The catalogue tracks that best fit (``match``) or most resemble (``triplet``) the query.
@@ -187,20 +193,20 @@ class Recommender:
             raise RequestError(422, f"method must be one of {', '.join(METHODS)}, got {method!r}")
         top_k = self.check_top_k(top_k)
         if method == "match":
-            fits, distances = self._fit(query.fused, self._bgm_rows)
+            fits, distances = self._fits(query.fused, self._bgm_rows)
             order = np.argsort(-fits, kind="stable")[:top_k]
             return [self._result(self._bgm_rows[i], fits[i], distances[i]) for i in order]
         rows, distances = self.catalogue.triplet.search(self.style_embedding(query), top_k)
         return [self._result(r, 1.0 - d / 2.0, d) for r, d in zip(rows[0], distances[0], strict=True)]
 
-    def fit(self, query: Query, track_ids: list[str]) -> list[dict]:
+    def match(self, query: Query, track_ids: list[str]) -> list[dict]:
         """Method A's graded fit of the query with each named catalogue track, in the order given."""
         if not track_ids:
             raise RequestError(422, "track_ids: give at least one catalogue track id")
         if len(track_ids) > self.limits.max_top_k:
             raise RequestError(422, f"track_ids: at most {self.limits.max_top_k} ids per request")
         rows = np.array([self._row(t) for t in track_ids], dtype=np.int64)
-        fits, distances = self._fit(query.fused, rows)
+        fits, distances = self._fits(query.fused, rows)
         return [self._result(r, f, d) for r, f, d in zip(rows, fits, distances, strict=True)]
 
     def similar(self, track_id: str | None = None, query: Query | None = None, top_k: int = 10) -> list[dict]:
@@ -246,12 +252,11 @@ class Recommender:
         }
 
     @torch.no_grad()
-    def _fit(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fits(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         foreground = torch.from_numpy(self.foreground_deep(fused[None]))
         candidates = torch.from_numpy(self.catalogue.match_deep[rows])
-        logits = self.match.head(foreground.expand(len(rows), -1), candidates)
         distances = 1.0 - F.cosine_similarity(foreground, candidates, dim=1)
-        return torch.sigmoid(logits).numpy(), distances.numpy()
+        return self.match_model.fit_matrix(foreground, candidates)[0].numpy(), distances.numpy()
 
     def _result(self, row: int, score: float, distance: float) -> dict:
         track = self.catalogue.tracks[int(row)]
@@ -268,7 +273,7 @@ def _describe(versions: dict[str, int]) -> str:
     return ", ".join(f"{name} v{v}" for name, v in sorted(versions.items()))
 
 
-def from_registry(index_dir, limits: Limits = Limits()) -> Recommender:
+def from_registry(index_dir, limits: Limits) -> Recommender:
     """A recommender on the local machine: the index in ``index_dir`` and the registry's champions.
 
     Raises
@@ -290,4 +295,4 @@ def from_registry(index_dir, limits: Limits = Limits()) -> Recommender:
                 "rebuild it with `dvc repro index`"
             )
     models = {name: load_version(name, str(v)) for name, v in versions.items()}
-    return Recommender(models["bgmfit-match"], models["bgmfit-triplet"], versions, catalogue, limits)
+    return Recommender(models[MATCH.name], models[TRIPLET.name], versions, catalogue, limits)

@@ -24,11 +24,15 @@ from fastapi import FastAPI
 from pydantic import AfterValidator, Field
 
 from bgmfit.errors import BgmfitError
+from bgmfit.files import SERVING
 from bgmfit.index import Catalogue
+from bgmfit.models.export import load_network
+from bgmfit.networks import MATCH, TRIPLET
 from bgmfit.serving.recommender import Limits, Query, Recommender, RequestError
+from bgmfit.tracking.logged import network_folder
 
 #: Where the ``package`` stage wrote the service's configuration; ``BGMFIT_SERVING`` overrides it.
-SERVING_CONFIG = Path(os.environ.get("BGMFIT_SERVING", "models/serving.json"))
+SERVING_CONFIG = Path(os.environ.get("BGMFIT_SERVING", str(SERVING)))
 
 
 def _config() -> dict:
@@ -81,20 +85,18 @@ info_app = FastAPI(title="bgmfit model info")
 class BGMFit:
     """Background-music recommendations: which catalogue BGM fits a clip, and which music is like which."""
 
-    match_model = bentoml.models.BentoModel(CONFIG["models"]["bgmfit-match"])
-    triplet_model = bentoml.models.BentoModel(CONFIG["models"]["bgmfit-triplet"])
+    match_model = bentoml.models.BentoModel(CONFIG["models"][MATCH.name])
+    triplet_model = bentoml.models.BentoModel(CONFIG["models"][TRIPLET.name])
 
     def __init__(self) -> None:
-        import mlflow
-
         models, versions = {}, {}
-        for name, ref in (("bgmfit-match", self.match_model), ("bgmfit-triplet", self.triplet_model)):
-            models[name] = mlflow.pytorch.load_model(ref.path_of("mlflow_model"), map_location="cpu")
+        for name, ref in ((MATCH.name, self.match_model), (TRIPLET.name, self.triplet_model)):
+            models[name] = load_network(network_folder(Path(ref.path_of("mlflow_model"))), str(ref.tag))
             versions[name] = int(ref.info.labels["registry_version"])
         catalogue = Catalogue.load(INDEX_DIR)
         # Raises when the index was built from other versions: the service then refuses to start.
         self.recommender = Recommender(
-            models["bgmfit-match"], models["bgmfit-triplet"], versions, catalogue, Limits(**CONFIG["limits"])
+            models[MATCH.name], models[TRIPLET.name], versions, catalogue, Limits(**CONFIG["limits"])
         )
         gc.freeze()  # start-up objects never need collecting; fewer long GC pauses under load
 
@@ -133,7 +135,7 @@ class BGMFit:
     def match(self, audio: Path, track_ids: list[str]) -> list[dict]:
         """Method A's graded fit of an uploaded clip with each of the named catalogue tracks."""
         try:
-            return self.recommender.fit(self._query(audio, None), track_ids)
+            return self.recommender.match(self._query(audio, None), track_ids)
         except RequestError as exc:
             raise _http_error(exc) from None
 

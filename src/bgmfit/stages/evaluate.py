@@ -7,53 +7,54 @@ model that was evaluated.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import mlflow
 
-from bgmfit.config import EvaluateParams
-from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.config import EvaluateParams, load_params
+from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.evaluation import plots
-from bgmfit.evaluation.evaluate import (
+from bgmfit.evaluation.scoring import (
     match_metrics,
     match_reliability,
     score_match,
     score_triplet,
     triplet_metrics,
 )
+from bgmfit.files import FEATURES, METRICS, MODELS, PLOTS, read_json, write_json
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.triplet_module import TripletModule
-from bgmfit.stages.common import write_json
-from bgmfit.tracking.runs import tracking_uri
+from bgmfit.networks import MATCH, TRIPLET
+from bgmfit.tracking.runs import use_tracking_store
 
-MODELS_DIR = Path("models")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
+
+def main(params_path: Path) -> None:
+    """``bgmfit evaluate``: reads ``params.yaml: evaluate``."""
+    run(load_params("evaluate", EvaluateParams, params_path))
 
 
 def run(
     params: EvaluateParams,
-    features_dir: Path = FEATURES_DIR,
-    models_dir: Path = MODELS_DIR,
-    metrics_dir: Path = METRICS_DIR,
-    plots_dir: Path = PLOTS_DIR,
+    features_dir: Path = FEATURES,
+    models_dir: Path = MODELS,
+    metrics_dir: Path = METRICS,
+    plots_dir: Path = PLOTS,
 ) -> dict:
     """Evaluate both networks; return ``{"match": ..., "triplet": ...}`` as written to ``metrics_dir``."""
     store = FeatureStore.load(features_dir)
-    match_training = _training(models_dir / "match")
-    triplet_training = _training(models_dir / "triplet")
+    match_training = _training(models_dir / MATCH.key)
+    triplet_training = _training(models_dir / TRIPLET.key)
     try:
-        match_model = MatchModule.load_from_checkpoint(models_dir / "match/model.ckpt", map_location="cpu")
-        match = score_match(store, match_model, params.seed)
-        triplet = score_triplet(
-            store,
-            TripletModule.load_from_checkpoint(models_dir / "triplet/model.ckpt", map_location="cpu"),
-            triplet_training["input"],
-            params.seed,
+        match_model = MatchModule.load_from_checkpoint(
+            models_dir / MATCH.key / "model.ckpt", map_location="cpu"
         )
+        match = score_match(store, match_model, params.seed)
+        triplet_model = TripletModule.load_from_checkpoint(
+            models_dir / TRIPLET.key / "model.ckpt", map_location="cpu"
+        )
+        triplet = score_triplet(store, triplet_model, params.seed)
     except ValueError as exc:
         raise BgmfitError(f"evaluate: {exc}") from None
 
@@ -68,8 +69,8 @@ def run(
     triplet_plots += plots.per_style_bars(
         plots_dir, "triplet", "precision@10", _pick(triplet_per_style, "precision@10")
     )
-    write_json(metrics_dir / "match.json", match_result)
-    write_json(metrics_dir / "triplet.json", triplet_result)
+    write_json(metrics_dir / f"{MATCH.key}.json", match_result)
+    write_json(metrics_dir / f"{TRIPLET.key}.json", triplet_result)
     _log_to_run(match_training["run_id"], match_result, match_plots)
     _log_to_run(triplet_training["run_id"], triplet_result, triplet_plots)
     _report(match_result, triplet_result)
@@ -77,10 +78,9 @@ def run(
 
 
 def _training(folder: Path) -> dict:
-    path = folder / "training.json"
-    if not path.is_file() or not (folder / "model.ckpt").is_file():
+    if not (folder / "model.ckpt").is_file():
         raise BgmfitError(f"{folder}: no trained model; run its training stage first (dvc repro)")
-    return json.loads(path.read_text())
+    return read_json(folder / "training.json", "run its training stage first (dvc repro)")
 
 
 def _pick(per_style: dict[str, dict[str, dict[str, float]]], metric: str) -> dict[str, dict[str, float]]:
@@ -102,7 +102,7 @@ def _flatten(prefix: str, block: dict) -> dict[str, float]:
 
 
 def _log_to_run(run_id: str, result: dict, figures: list[Path]) -> None:
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(_flatten("test", result))
         for figure in figures:

@@ -16,24 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
-from bgmfit.config import FeaturesParams
+from bgmfit.config import FeaturesParams, FetchParams, load_params
 from bgmfit.data.manifest import read_manifest, write_manifest
 from bgmfit.errors import BgmfitError
 from bgmfit.features.extract import extract_many
 from bgmfit.features.fusion import NormStats
-from bgmfit.stages.common import default_workers, fresh_dir, write_json
+from bgmfit.files import FEATURES, METRICS, RAW, fresh_dir, write_json
+from bgmfit.stages import worker_count
 
-RAW_DIR = Path("data/raw")
-FEATURES_DIR = Path("data/features")
-METRICS = Path("metrics/features.json")
+
+def main(params_path: Path) -> None:
+    """``bgmfit features``: reads ``params.yaml: features`` and ``fetch.on_bad_input``."""
+    on_bad_input = load_params("fetch", FetchParams, params_path).on_bad_input
+    run(load_params("features", FeaturesParams, params_path), on_bad_input)
 
 
 def run(
     params: FeaturesParams,
     on_bad_input: str,
-    raw_dir: Path = RAW_DIR,
-    out_dir: Path = FEATURES_DIR,
-    metrics_path: Path = METRICS,
+    raw_dir: Path = RAW,
+    out_dir: Path = FEATURES,
+    metrics_path: Path = METRICS / "features.json",
 ) -> dict:
     """Run the stage; return the summary also written to ``metrics_path``.
 
@@ -45,7 +48,7 @@ def run(
     """
     rows = read_manifest(raw_dir / "manifest.csv")
     started = time.perf_counter()
-    workers = default_workers(params.workers)
+    workers = worker_count(params.workers)
     results = list(extract_many([str(raw_dir / r.path) for r in rows], params, workers))
     failed = [(row, result.error) for row, result in zip(rows, results, strict=True) if result.error]
     if failed:

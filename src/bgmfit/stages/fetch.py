@@ -13,18 +13,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bgmfit.config import FetchParams
+from bgmfit.config import FetchParams, load_params
 from bgmfit.corpus.build import Rejection, render_corpus, select_works
 from bgmfit.data.folder import import_folder
 from bgmfit.data.manifest import FOREGROUND_ROLES, ManifestRow, write_manifest
 from bgmfit.data.splits import assign_splits
-from bgmfit.stages.common import default_workers, fresh_dir, write_json
-
-RAW_DIR = Path("data/raw")
-METRICS = Path("metrics/fetch.json")
+from bgmfit.files import METRICS, RAW, fresh_dir, write_json
+from bgmfit.stages import worker_count
 
 
-def run(params: FetchParams, out_dir: Path = RAW_DIR, metrics_path: Path = METRICS) -> dict:
+def main(params_path: Path) -> None:
+    """``bgmfit fetch``: reads ``params.yaml: fetch``."""
+    run(load_params("fetch", FetchParams, params_path))
+
+
+def run(params: FetchParams, out_dir: Path = RAW, metrics_path: Path = METRICS / "fetch.json") -> dict:
     """Run the stage; return the summary also written to ``metrics_path``."""
     fresh_dir(out_dir)
     if params.source == "demo":
@@ -57,7 +60,7 @@ def run(params: FetchParams, out_dir: Path = RAW_DIR, metrics_path: Path = METRI
 
 def _build_demo(params: FetchParams, out_dir: Path) -> tuple[list[ManifestRow], list[Rejection]]:
     works = select_works(params)
-    workers = default_workers(params.workers)
+    workers = worker_count(params.workers)
     clips, rejected = [], []
     progress = tqdm(
         render_corpus(works, params, out_dir, workers),

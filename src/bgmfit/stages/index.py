@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from bgmfit.config import FeaturesParams, IndexParams
-from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.config import FeaturesParams, IndexParams, load_params
+from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
+from bgmfit.files import CHAMPIONS, FEATURES, INDEX, fresh_dir, read_json
 from bgmfit.index import build_catalogue
-from bgmfit.stages.common import fresh_dir
-from bgmfit.stages.register import CHAMPIONS
-from bgmfit.tracking.registry import MATCH, TRIPLET, incompatibility, load_version
+from bgmfit.networks import MATCH, NETWORKS, TRIPLET
+from bgmfit.tracking.registry import incompatibility, load_version
 
-INDEX_DIR = Path("models/index")
+
+def main(params_path: Path) -> None:
+    """``bgmfit index``: reads ``params.yaml: index`` and ``features`` (how the service analyses audio)."""
+    run(load_params("index", IndexParams, params_path), load_params("features", FeaturesParams, params_path))
 
 
 def run(
     params: IndexParams,
     features: FeaturesParams,
-    features_dir: Path = FEATURES_DIR,
+    features_dir: Path = FEATURES,
     champions_path: Path = CHAMPIONS,
-    out: Path = INDEX_DIR,
+    out: Path = INDEX,
 ) -> dict:
     """Build the index from the versions named in ``champions_path``; return its stamp."""
-    if not champions_path.is_file():
-        raise BgmfitError(f"{champions_path} is missing; run the register stage first (dvc repro register)")
-    champions = json.loads(champions_path.read_text())
+    champions = read_json(champions_path, "run the register stage first (dvc repro register)")
     store = FeatureStore.load(features_dir)
     models = {}
-    for network in (MATCH, TRIPLET):
-        champion = champions[network.name]
-        model = load_version(network.name, str(champion["version"]))
-        problem = incompatibility(network, model, store, champion["input"])
+    for network in NETWORKS:
+        version = champions[network.name]["version"]
+        model = load_version(network.name, str(version))
+        problem = incompatibility(model, store)
         if problem:
             raise BgmfitError(
-                f"index: {network.name} v{champion['version']} (@champion) {problem} in {features_dir}: "
+                f"index: {network.name} v{version} (@champion) {problem} in {features_dir}: "
                 "they changed since it was trained. Retrain (dvc repro) until a new version passes "
                 "register's threshold; it then replaces this one"
             )

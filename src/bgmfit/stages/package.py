@@ -6,18 +6,19 @@ reads, included in the bento) and ``models/bento.json`` (the built bento's tag).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from pathlib import Path
 
-from bgmfit.config import PackageParams
-from bgmfit.errors import BgmfitError
-from bgmfit.stages.common import write_json
-from bgmfit.tracking.registry import client
+from bgmfit.config import PackageParams, load_params
+from bgmfit.files import BENTO, INDEX, SERVING, read_json, write_json
+from bgmfit.serving.recommender import Limits
+from bgmfit.tracking.runs import use_tracking_store
 
-INDEX_STAMP = Path("models/index/stamp.json")
-SERVING = Path("models/serving.json")
-BENTO_RECORD = Path("models/bento.json")
+
+def main(params_path: Path) -> None:
+    """``bgmfit package``: reads ``params.yaml: package``."""
+    run(load_params("package", PackageParams, params_path))
 
 
 def import_models(stamp: dict) -> dict[str, str]:
@@ -28,7 +29,7 @@ def import_models(stamp: dict) -> dict[str, str]:
     """
     import bentoml
 
-    client()  # points MLflow at the project's tracking store for the models:/ URIs
+    use_tracking_store()  # for the models:/ URIs
     tags = {}
     for name, model in stamp["models"].items():
         tag = f"{name}:v{model['version']}-{model['run_id'][:12]}"
@@ -39,7 +40,7 @@ def import_models(stamp: dict) -> dict[str, str]:
                 tag,
                 f"models:/{name}/{model['version']}",
                 labels={"registry_version": str(model["version"]), "alias": "champion"},
-                metadata={"run_id": model["run_id"], "input": model.get("input", "")},
+                metadata={"run_id": model["run_id"], "weights_sha256": model.get("weights_sha256", "")},
             )
         tags[name] = tag
     return tags
@@ -47,17 +48,15 @@ def import_models(stamp: dict) -> dict[str, str]:
 
 def run(
     params: PackageParams,
-    stamp_path: Path = INDEX_STAMP,
+    stamp_path: Path = INDEX / "stamp.json",
     serving_path: Path = SERVING,
-    record_path: Path = BENTO_RECORD,
+    record_path: Path = BENTO,
     bentofile: Path = Path("bentofile.yaml"),
 ) -> str:
     """Import the models, write the service's config and build the bento; return the bento tag."""
     import bentoml
 
-    if not stamp_path.is_file():
-        raise BgmfitError(f"{stamp_path} is missing; build the index first (dvc repro index)")
-    stamp = json.loads(stamp_path.read_text())
+    stamp = read_json(stamp_path, "build the index first (dvc repro index)")
     tags = import_models(stamp)
     write_json(
         serving_path,
@@ -65,11 +64,7 @@ def run(
             "models": tags,
             "index_dir": str(stamp_path.parent),
             "fused_shape": _fused_shape(stamp_path.parent),
-            "limits": {
-                "max_upload_bytes": params.max_upload_bytes,
-                "max_audio_seconds": params.max_audio_seconds,
-                "max_top_k": params.max_top_k,
-            },
+            "limits": dataclasses.asdict(Limits.from_params(params)),
             "batching": {"max_batch_size": params.max_batch_size, "max_latency_ms": params.max_latency_ms},
             "traffic": {"timeout": params.timeout_seconds, "concurrency": params.concurrency},
             "bento_name": params.bento_name,
@@ -84,6 +79,6 @@ def run(
 
 
 def _fused_shape(index_dir: Path) -> list[int]:
-    features = json.loads((index_dir / "features.json").read_text())
-    columns = json.loads((index_dir / "norm_stats.json").read_text())["columns"]
+    features = read_json(index_dir / "features.json", "rebuild the index (dvc repro index)")
+    columns = read_json(index_dir / "norm_stats.json", "rebuild the index (dvc repro index)")["columns"]
     return [int(features["n_segments"]), len(columns)]

@@ -11,16 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from bgmfit.config import RegisterParams
-from bgmfit.data.store import FEATURES_DIR, FeatureStore
+from bgmfit.config import FeaturesParams, RegisterParams, load_params
+from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
-from bgmfit.stages.common import write_json
-from bgmfit.tracking.registry import MATCH, TRIPLET, Network, champion_version, client, register_candidate
+from bgmfit.files import CHAMPIONS, FEATURES, METRICS, MODELS, read_json, write_json
+from bgmfit.networks import MATCH, NETWORKS, TRIPLET, Network
+from bgmfit.tracking.registry import champion_version, client, register_candidate
 from bgmfit.tracking.runs import dvc_output_hash
-
-MODELS_DIR = Path("models")
-METRICS_DIR = Path("metrics")
-CHAMPIONS = MODELS_DIR / "champions.json"
 
 KNOWN_LIMITS = {
     "match": [
@@ -37,12 +34,18 @@ KNOWN_LIMITS = {
 }
 
 
+def main(params_path: Path) -> None:
+    """``bgmfit register``: reads ``params.yaml: register`` and, for the model cards, ``features``."""
+    features = load_params("features", FeaturesParams, params_path)
+    run(load_params("register", RegisterParams, params_path), clip_seconds=features.clip_seconds)
+
+
 def run(
     params: RegisterParams,
     clip_seconds: float,
-    features_dir: Path = FEATURES_DIR,
-    models_dir: Path = MODELS_DIR,
-    metrics_dir: Path = METRICS_DIR,
+    features_dir: Path = FEATURES,
+    models_dir: Path = MODELS,
+    metrics_dir: Path = METRICS,
 ) -> dict:
     """Register and gate both networks; return the decisions as written to ``metrics/register.json``.
 
@@ -51,8 +54,10 @@ def run(
     store = FeatureStore.load(features_dir)
     decisions = {}
     for network, threshold in ((MATCH, params.match_threshold), (TRIPLET, params.triplet_threshold)):
-        training = _read(models_dir / network.key / "training.json", "run its training stage first")
-        metrics = _read(metrics_dir / f"{network.key}.json", "run the evaluate stage first")
+        training = read_json(
+            models_dir / network.key / "training.json", "run its training stage first (dvc repro)"
+        )
+        metrics = read_json(metrics_dir / f"{network.key}.json", "run the evaluate stage first (dvc repro)")
         card = model_card(network, training, metrics, clip_seconds)
         decision = register_candidate(network, training, store, threshold, params.margin, card)
         decisions[network.key] = {
@@ -64,7 +69,7 @@ def run(
         }
         if decision.champion_score is not None:
             decisions[network.key][f"champion_{network.metric}"] = decision.champion_score
-    champions = write_champions(models_dir / "champions.json")
+    champions = write_champions(models_dir / CHAMPIONS.name)
     write_json(metrics_dir / "register.json", decisions)
     for d in decisions.values():
         state = "new version" if d["new_version"] else "already registered"
@@ -77,10 +82,10 @@ def run(
 
 
 def write_champions(path: Path = CHAMPIONS) -> dict:
-    """Record the current ``@champion`` of each model (version, run, input) for the ``index`` stage."""
+    """Record the current ``@champion`` of each model (version, run, weights) for the ``index`` stage."""
     mlflow_client = client()
     champions = {}
-    for network in (MATCH, TRIPLET):
+    for network in NETWORKS:
         champion = champion_version(mlflow_client, network.name)
         if champion is None:
             raise BgmfitError(
@@ -90,7 +95,7 @@ def write_champions(path: Path = CHAMPIONS) -> dict:
         champions[network.name] = {
             "version": int(champion.version),
             "run_id": champion.run_id,
-            "input": champion.tags.get("input", "fused"),
+            "weights_sha256": champion.tags.get("weights_sha256", "unknown"),
         }
     write_json(path, champions)
     return champions
@@ -104,7 +109,7 @@ def model_card(network: Network, training: dict, metrics: dict, seconds: float) 
     keys = [k for k, v in metrics["model"].items() if isinstance(v, int | float)]
     lines = [
         "## Data",
-        f"- Features: `data/features`, DVC md5 `{dvc_output_hash('data/features')}`.",
+        f"- Features: `{FEATURES}`, DVC md5 `{dvc_output_hash(str(FEATURES))}`.",
         f"- Test split: {json.dumps(metrics.get('test', {}))}.",
         f"- Training run: `{training['run_id']}`, best `{training.get('monitor')}` "
         f"{training.get('best_score', float('nan')):.4f}.",
@@ -119,9 +124,3 @@ def model_card(network: Network, training: dict, metrics: dict, seconds: float) 
     lines += ["", "## Known limits"]
     lines += ["- " + limit.format(seconds=seconds) for limit in KNOWN_LIMITS[network.key]]
     return "\n".join(lines) + "\n"
-
-
-def _read(path: Path, hint: str) -> dict:
-    if not path.is_file():
-        raise BgmfitError(f"{path} is missing; {hint} (dvc repro)")
-    return json.loads(path.read_text())

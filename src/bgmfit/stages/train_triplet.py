@@ -9,23 +9,25 @@ from pathlib import Path
 
 import lightning as L
 
-from bgmfit.config import TrainTripletParams
+from bgmfit.config import TrainTripletParams, load_params
 from bgmfit.data.datamodules import TripletDataModule
-from bgmfit.data.store import FEATURES_DIR, FeatureStore
-from bgmfit.models.training import train_and_log
+from bgmfit.data.store import FeatureStore
+from bgmfit.files import FEATURES, METRICS, write_json
 from bgmfit.models.triplet_module import MODE, MONITOR, TripletModule
-from bgmfit.stages.common import write_json
+from bgmfit.networks import TRIPLET
+from bgmfit.training import train_and_log
 
-OUT_DIR = Path("models/triplet")
-METRICS = Path("metrics/train_triplet.json")
-EXPERIMENT = "train_triplet"
+
+def main(params_path: Path) -> None:
+    """``bgmfit train_triplet``: reads ``params.yaml: train_triplet``."""
+    run(load_params("train_triplet", TrainTripletParams, params_path))
 
 
 def run(
     params: TrainTripletParams,
-    features_dir: Path = FEATURES_DIR,
-    out_dir: Path = OUT_DIR,
-    metrics_path: Path = METRICS,
+    features_dir: Path = FEATURES,
+    out_dir: Path = TRIPLET.folder,
+    metrics_path: Path = METRICS / f"{TRIPLET.stage}.json",
 ) -> dict:
     """Train, keep the best checkpoint, log it to MLflow; return the summary written to ``metrics_path``."""
     # Seed before the network is built, so that its initial weights are reproducible too.
@@ -40,29 +42,17 @@ def run(
         params.seed,
     )
     inputs = datamodule.features
-    module = TripletModule(
-        in_features=int(inputs[0].size),
-        hidden_dim=params.hidden_dim,
-        embed_dim=params.embed_dim,
-        dropout=params.dropout,
-        margin=params.margin,
-        mining=params.mining,
-        lr=params.lr,
-        weight_decay=params.weight_decay,
-        modulation_frames=int(inputs.shape[1]) if params.front == "modulation" else 0,
-    )
     result = train_and_log(
-        EXPERIMENT,
-        module,
+        TRIPLET,
+        TripletModule.from_params(params, inputs.shape[1:]),
         datamodule,
         params,
-        out_dir,
         MONITOR,
         MODE,
         dataset=(inputs, features_dir / f"{params.input}.npy"),
-        servable=lambda best: best.branch,
         example=inputs[:2],
-        extra={"input": params.input, "style_names": datamodule.style_names},
+        out_dir=out_dir,
+        extra={"style_names": datamodule.style_names},
     )
     summary = {
         "best_val_map_at_10": result.best_score,

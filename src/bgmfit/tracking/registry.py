@@ -2,8 +2,8 @@
 
 Registered models ``bgmfit-match`` and ``bgmfit-triplet`` use aliases only
 (``@champion``, ``@challenger``); MLflow's stages are deprecated. A version's
-gate outcome is kept in its tags, so that registering the same training run
-again changes nothing.
+gate outcome is kept in its tags, so that registering the same training run,
+or a run that trained the same weights, again changes nothing.
 """
 
 from __future__ import annotations
@@ -11,33 +11,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import lightning as L
 import mlflow
 import numpy as np
-import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
-from bgmfit.evaluation.evaluate import match_metrics, score_match, score_triplet, triplet_metrics
-from bgmfit.tracking.runs import tracking_uri
+from bgmfit.evaluation.scoring import match_metrics, score_match, score_triplet, triplet_metrics
+from bgmfit.networks import BY_NAME, MATCH, Network
+from bgmfit.tracking.logged import load_version
+from bgmfit.tracking.runs import use_tracking_store
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-@dataclass(frozen=True)
-class Network:
-    """One of the two networks as the registry sees it."""
-
-    key: str  # match | triplet: the stage suffix and the models/ folder
-    name: str  # the registered model
-    metric: str  # the gate metric, a key of the evaluation's metrics
-    metric_label: str
-
-
-MATCH = Network("match", "bgmfit-match", "roc_auc", "test ROC-AUC (fits vs does not fit)")
-TRIPLET = Network("triplet", "bgmfit-triplet", "map@10", "test style MAP@10")
-NETWORKS = {n.name: n for n in (MATCH, TRIPLET)}
 
 
 @dataclass(frozen=True)
@@ -55,49 +42,33 @@ class GateDecision:
 
 def client() -> MlflowClient:
     """A registry client on the project's tracking store (``$MLFLOW_TRACKING_URI`` or SQLite)."""
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     return MlflowClient()
 
 
-def load_version(name: str, version: str) -> torch.nn.Module:
-    """Load a registered version through ``models:/NAME/VERSION``, on the CPU, in eval mode."""
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        model = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
-    except (MlflowException, OSError) as exc:
-        raise BgmfitError(f"cannot load models:/{name}/{version}: {exc}") from None
-    return model.eval()
-
-
-def gate_score(network: Network, model: torch.nn.Module, store: FeatureStore, triplet_input: str) -> float:
-    """The gate metric of a loaded registered model on the test split of ``store``.
-
-    Method A's model is the :class:`~bgmfit.models.match_module.PairScorer`;
-    method B's is the feed-forward branch, fed ``triplet_input`` features.
-    """
+def gate_score(network: Network, model: L.LightningModule, store: FeatureStore) -> float:
+    """The gate metric of a loaded registered version on the test split of ``store``."""
     try:
         if network is MATCH:
-            metrics, _ = match_metrics(score_match(store, model.match, seed=0))
+            metrics, _ = match_metrics(score_match(store, model, seed=0))
         else:
-            metrics, _ = triplet_metrics(score_triplet(store, model, triplet_input, seed=0))
+            metrics, _ = triplet_metrics(score_triplet(store, model, seed=0))
     except ValueError as exc:
         raise BgmfitError(f"register: {exc}") from None
     return float(metrics["model"][network.metric])
 
 
-def incompatibility(
-    network: Network, model: torch.nn.Module, store: FeatureStore, triplet_input: str
-) -> str | None:
+def incompatibility(model: L.LightningModule, store: FeatureStore) -> str | None:
     """Why a loaded version cannot take the features of ``store``, or ``None`` when it can.
 
     A version takes a fixed width: fused columns (method A), or the flattened
     input length (method B). A change of the features changes that width.
     """
-    if network is MATCH:
-        takes, given = int(model.match.hparams["in_columns"]), int(store.fused.shape[2])
+    inputs = store.inputs(model.input_kind)
+    if "in_columns" in model.hparams:
+        takes, given = int(model.hparams["in_columns"]), int(inputs.shape[2])
     else:
-        inputs = store.mfcc_frames if triplet_input == "mfcc_frames" else store.fused
-        takes, given = int(model.in_features), int(np.prod(inputs.shape[1:]))
+        takes, given = int(model.hparams["in_features"]), int(np.prod(inputs.shape[1:]))
     if takes == given:
         return None
     return f"takes inputs of width {takes}; the features now have {given}"
@@ -128,51 +99,50 @@ def register_candidate(
     prediction). The previous champion's version is kept in the tag
     ``previous_champion`` for :func:`rollback`.
 
+    A run whose weights (and network config) hash the same as a registered version's
+    (``weights_sha256``) adds no version: retraining to identical weights, after a change
+    that did not change them, reuses that version and its gate outcome.
+
     Parameters
     ----------
     training:
-        The stage's ``training.json``: ``run_id``, ``model_uri`` and, for method B, ``input``.
+        The stage's ``training.json``: ``run_id``, ``model_uri`` and ``weights_sha256``.
     card:
         The model card's Markdown body; a header with the version and gate outcome is added.
     """
     mlflow_client = client()
-    run_id, triplet_input = training["run_id"], training.get("input", "mfcc_frames")
-    existing = mlflow_client.search_model_versions(f"name='{network.name}' and run_id='{run_id}'")
+    run_id, weights = training["run_id"], training.get("weights_sha256")
+    versions = mlflow_client.search_model_versions(f"name='{network.name}'")
+    existing = [v for v in versions if v.run_id == run_id] or [
+        v for v in versions if weights and v.tags.get("weights_sha256") == weights
+    ]
     if existing and "gate" in existing[0].tags:
-        tags = existing[0].tags
-        return GateDecision(
-            network.name,
-            str(existing[0].version),
-            tags["gate"],
-            float(tags["gate_score"]),
-            float(tags["champion_score"]) if "champion_score" in tags else None,
-            tags.get("previous_champion"),
-            new_version=False,
-        )
+        return _decision_of(network, existing[0])
     if existing:  # registered by an earlier run of this stage that stopped before the gate
         version = str(existing[0].version)
     else:
-        version = str(mlflow.register_model(training["model_uri"], network.name).version)
+        tags = {"weights_sha256": weights} if weights else None
+        version = str(mlflow.register_model(training["model_uri"], network.name, tags=tags).version)
 
-    score = gate_score(network, load_version(network.name, version), store, triplet_input)
+    score = gate_score(network, load_version(network.name, version), store)
     if not math.isfinite(score):
         raise BgmfitError(f"{network.name} v{version}: smoke prediction gave a {network.metric} of {score}")
     champion = champion_version(mlflow_client, network.name)
     champion_score = incompatible = None
     if champion is not None:
-        champion_input = champion.tags.get("input", triplet_input)
-        champion_model = load_version(network.name, str(champion.version))
-        # After a change of the features the champion can neither be scored on
-        # this split nor serve these features, so only the threshold applies.
-        incompatible = incompatibility(network, champion_model, store, champion_input)
+        # After a change of the features (or of the saved format) the champion can neither be
+        # scored on this split nor serve these features, so only the threshold applies.
+        try:
+            champion_model = load_version(network.name, str(champion.version))
+            incompatible = incompatibility(champion_model, store)
+        except BgmfitError as exc:
+            incompatible = f"cannot be loaded ({exc})"
         if incompatible is None:
-            champion_score = gate_score(network, champion_model, store, champion_input)
+            champion_score = gate_score(network, champion_model, store)
     promote = score >= threshold and (champion_score is None or score >= champion_score + margin)
     alias = CHAMPION if promote else CHALLENGER
 
     tags = {"gate_metric": network.metric, "gate_score": f"{score:.6f}", "threshold": str(threshold)}
-    if network is TRIPLET:
-        tags["input"] = triplet_input
     if champion_score is not None:
         tags["champion_score"] = f"{champion_score:.6f}"
     if incompatible:
@@ -197,6 +167,20 @@ def register_candidate(
         champion_score,
         tags.get("previous_champion"),
         new_version=not existing,
+    )
+
+
+def _decision_of(network: Network, version) -> GateDecision:
+    """The gate outcome recorded in a version's tags."""
+    tags = version.tags
+    return GateDecision(
+        network.name,
+        str(version.version),
+        tags["gate"],
+        float(tags["gate_score"]),
+        float(tags["champion_score"]) if "champion_score" in tags else None,
+        tags.get("previous_champion"),
+        new_version=False,
     )
 
 
@@ -232,8 +216,8 @@ def rollback(name: str) -> tuple[str, str]:
     BgmfitError
         If ``name`` is not a bgmfit model, has no champion, or its champion replaced none.
     """
-    if name not in NETWORKS:
-        raise BgmfitError(f"unknown model {name!r}; expected one of {', '.join(NETWORKS)}")
+    if name not in BY_NAME:
+        raise BgmfitError(f"unknown model {name!r}; expected one of {', '.join(BY_NAME)}")
     mlflow_client = client()
     champion = champion_version(mlflow_client, name)
     if champion is None:
@@ -250,7 +234,7 @@ def list_versions() -> list[dict[str, str]]:
     """Every version of both bgmfit models: version, aliases, gate outcome and score, run."""
     mlflow_client = client()
     rows = []
-    for name in NETWORKS:
+    for name in BY_NAME:
         versions = mlflow_client.search_model_versions(f"name='{name}'")
         # search_model_versions leaves aliases empty; the registered model holds them.
         aliases: dict[str, list[str]] = {}

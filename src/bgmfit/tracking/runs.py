@@ -18,6 +18,18 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def use_tracking_store() -> str:
+    """Point MLflow at the project's tracking store (see :func:`tracking_uri`); return its URI.
+
+    The one place that sets it: every stage and command calls this before it talks to MLflow.
+    """
+    import mlflow  # here, not at the top: the CLI imports this module, and MLflow costs 1.7 s
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def without_password(text: str) -> str:
     """``text`` with the tracking URI's password, if it has one, shown as ``***``.
 

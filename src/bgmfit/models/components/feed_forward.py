@@ -75,12 +75,5 @@ class FeedForwardBranch(nn.Module):
             nn.Linear(hidden_dim, embed_dim),
         )
 
-    def __setstate__(self, state: dict) -> None:
-        # Registered versions are pickled modules; branches from before ``front`` existed had none.
-        super().__setstate__(state)
-        if "front" not in self._modules:
-            self.front = nn.Identity()
-            self.in_features = self.layers[1].in_features
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.layers(self.front(features)), dim=1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bgmfit.config import HEAD_TERMS
+from bgmfit.config import HeadTerms
 
 
 class MatchHead(nn.Module):
@@ -58,8 +60,8 @@ class MatchHead(nn.Module):
         profile_width: float = 0.5,
     ) -> None:
         super().__init__()
-        if terms not in HEAD_TERMS:
-            raise ValueError(f"terms must be one of {', '.join(HEAD_TERMS)}, got {terms!r}")
+        if terms not in get_args(HeadTerms):
+            raise ValueError(f"terms must be one of {', '.join(get_args(HeadTerms))}, got {terms!r}")
         if any(n < 1 for n in agreement):
             raise ValueError(f"agreement group sizes must be >= 1, got {tuple(agreement)}")
         self.terms = terms
@@ -70,15 +72,6 @@ class MatchHead(nn.Module):
         width = (2 if terms == "concat" else 4) * embed_dim + len(self.agreement_sizes)
         self.fuse = nn.Sequential(nn.Linear(width, fused_dim), nn.ReLU(), nn.Dropout(dropout))
         self.score = nn.Linear(fused_dim, 1)
-
-    def __setstate__(self, state: dict) -> None:
-        # Registered versions are pickled modules; those from before ``terms`` existed were
-        # concat heads, those from before ``agreement`` had none, and those from before
-        # ``agreement_sizes`` compared single columns only.
-        state.setdefault("terms", "concat")
-        state.setdefault("agreement", 0)
-        state.setdefault("agreement_sizes", (1,) * state["agreement"])
-        super().__setstate__(state)
 
     def agreement_kernels(self, foreground: torch.Tensor, bgm: torch.Tensor) -> torch.Tensor:
         """``(batch, len(agreement_sizes))``: each group's kernel, 1 where the sides agree."""

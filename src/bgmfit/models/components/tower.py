@@ -65,8 +65,3 @@ class ConvTower(nn.Module):
         if not self.passthrough:
             return deep
         return torch.cat([deep, fused[:, :, list(self.passthrough)].mean(dim=1)], dim=1)
-
-    def __setstate__(self, state: dict) -> None:
-        # Registered versions are pickled modules; towers from before ``passthrough`` existed had none.
-        state.setdefault("passthrough", ())
-        super().__setstate__(state)

@@ -8,12 +8,11 @@ continues both.
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -30,8 +29,17 @@ from mlflow.exceptions import MlflowException
 
 from bgmfit.config import TrainerParams
 from bgmfit.errors import BgmfitError
-from bgmfit.tracking.models import log_torch_model
-from bgmfit.tracking.runs import dvc_output_hash, git_commit, tracking_uri, without_password
+from bgmfit.files import FEATURES, write_json
+from bgmfit.models.export import state_mismatch
+from bgmfit.networks import Network
+from bgmfit.tracking.logged import log_network
+from bgmfit.tracking.runs import (
+    dvc_output_hash,
+    git_commit,
+    tracking_uri,
+    use_tracking_store,
+    without_password,
+)
 
 RUN_ID_FILE = "mlflow_run_id"
 
@@ -69,7 +77,7 @@ def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[m
     else:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     if run_id is not None:
         _check_run_exists(run_id, checkpoint_dir)
     mlflow.set_experiment(experiment)
@@ -112,17 +120,11 @@ def check_resumable(module: L.LightningModule, path: Path) -> None:
         raise BgmfitError(
             f"{path}: not a readable checkpoint ({exc}); set resume: false to train from scratch"
         ) from None
-    found = {name: tuple(tensor.shape) for name, tensor in saved.items()}
-    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
-    differing = sorted(
-        name for name in found.keys() | expected.keys() if found.get(name) != expected.get(name)
-    )
-    if differing:
-        name = differing[0]
+    mismatch = state_mismatch(module, saved, "in the checkpoint")
+    if mismatch:
         raise BgmfitError(
-            f"{path} does not fit the network these params build ({name}: {found.get(name, 'absent')} in "
-            f"the checkpoint, {expected.get(name, 'absent')} now); set resume: false to train from scratch, "
-            "or restore the features and params it was trained with"
+            f"{path} does not fit the network these params build ({mismatch}); set resume: false to train "
+            "from scratch, or restore the features and params it was trained with"
         )
 
 
@@ -150,13 +152,13 @@ def train(
         mlflow.set_tags(
             {
                 "git_commit": git_commit(),
-                "dvc_features_md5": dvc_output_hash("data/features"),
+                "dvc_features_md5": dvc_output_hash(str(FEATURES)),
                 "torch_threads": torch.get_num_threads(),
             }
         )
     if run is not None and not params.resume:
         # Lightning logs the module's hyper-parameters itself; they repeat these keys with equal values.
-        mlflow.log_params(asdict(params))
+        mlflow.log_params(params.model_dump())
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
         filename="best",
@@ -212,60 +214,54 @@ def train(
     )
 
 
-def write_result(path: Path, result: TrainingResult, extra: dict | None = None) -> None:
-    """Record a training's outcome as JSON beside the model, for later stages."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**asdict(result), **(extra or {})}, indent=2, sort_keys=True) + "\n")
-
-
 def train_and_log(
-    experiment: str,
+    network: Network,
     module: L.LightningModule,
     datamodule: L.LightningDataModule,
     params: TrainerParams,
-    out_dir: Path,
     monitor: str,
     mode: str,
     dataset: tuple[np.ndarray, Path],
-    servable: Callable[[L.LightningModule], torch.nn.Module],
     example: np.ndarray,
+    out_dir: Path | None = None,
     extra: dict | None = None,
 ) -> TrainingResult:
     """What both training stages do: train inside the stage's MLflow run, keep the best checkpoint
-    as ``out_dir/model.ckpt``, log the dataset and the servable model, record ``training.json``.
+    as ``out_dir/model.ckpt``, log the dataset and the network, and record ``training.json``.
 
     Parameters
     ----------
     dataset:
         ``(training inputs, the file they came from)``, logged as the run's dataset lineage.
-    servable:
-        Turns the best module into the one-tensor-in model that MLflow logs.
     example:
-        A small input batch for that model: its MLflow input example and signature.
+        A small input batch of the logged model: its MLflow input example and signature.
+    out_dir:
+        The network's folder; ``models/<key>/`` by default.
     extra:
         More keys for ``training.json``.
     """
+    out_dir = out_dir or network.folder
     inputs, source = dataset
     if rank_zero_only.rank != 0:
         # Under DDP, Lightning starts the other ranks by running this same command again. They take
         # part in the fit and then stop: rank 0 owns the MLflow run, the checkpoints and the records.
         train(module, datamodule, params, out_dir / "checkpoints", None, monitor, mode)
         raise SystemExit(0)
-    with stage_run(experiment, out_dir / "checkpoints", params.resume) as active:
+    with stage_run(network.stage, out_dir / "checkpoints", params.resume) as active:
         with warnings.catch_warnings():
             # MLflow registers its local-file source under two schemes and warns that a path matches both.
             warnings.filterwarnings("ignore", message=r"The specified dataset source can be interpreted")
-            dataset = mlflow.data.from_numpy(inputs, source=str(source), name=source.stem)
-        mlflow.log_input(dataset, context="training")
+            lineage = mlflow.data.from_numpy(inputs, source=str(source), name=source.stem)
+        mlflow.log_input(lineage, context="training")
         result = train(module, datamodule, params, out_dir / "checkpoints", active, monitor, mode)
         shutil.copyfile(result.best_checkpoint, out_dir / "model.ckpt")
         best = type(module).load_from_checkpoint(out_dir / "model.ckpt", map_location="cpu")
-        model_uri = log_torch_model(servable(best), example)
-        write_result(
-            out_dir / "training.json", result, {"model_uri": model_uri, "monitor": monitor, **(extra or {})}
-        )
+        model_uri, weights = log_network(network.key, best, example)
+        mlflow.set_tag("weights_sha256", weights)
+        record = asdict(result) | {"model_uri": model_uri, "weights_sha256": weights, "monitor": monitor}
+        write_json(out_dir / "training.json", record | (extra or {}))
     print(
-        f"{experiment}: best {monitor} {result.best_score:.4f} after {result.epochs} epoch(s); "
+        f"{network.stage}: best {monitor} {result.best_score:.4f} after {result.epochs} epoch(s); "
         f"MLflow run {result.run_id}",
         file=sys.stderr,
     )

@@ -9,7 +9,7 @@ import torch
 
 from bgmfit.data.pairs import fit_grade
 from bgmfit.data.store import FeatureStore
-from bgmfit.evaluation.metrics import (
+from bgmfit.metrics import (
     cosine_distance_matrix,
     expected_calibration_error,
     pair_classification,
@@ -48,10 +48,9 @@ def score_match(store: FeatureStore, model: MatchModule, seed: int) -> MatchEval
     fg_deep = model.embed(torch.from_numpy(store.fused[foregrounds]), "foreground")
     bg_deep = model.embed(torch.from_numpy(store.fused[bgms]), "bgm")
     n_fg, n_bg = len(foregrounds), len(bgms)
-    logits = model.head(fg_deep.repeat_interleave(n_bg, dim=0), bg_deep.repeat(n_fg, 1))
     flat = lambda rows: store.fused[rows].reshape(len(rows), -1)  # noqa: E731
     scores = {
-        "model": torch.sigmoid(logits).reshape(n_fg, n_bg).numpy(),
+        "model": model.fit_matrix(fg_deep, bg_deep).numpy(),
         "baseline_cosine": 1.0 - cosine_distance_matrix(flat(foregrounds), flat(bgms)) / 2.0,
         "baseline_random": np.random.default_rng(seed).uniform(size=(n_fg, n_bg)),
     }
@@ -111,16 +110,17 @@ class TripletEvaluation:
 
 
 @torch.no_grad()
-def score_triplet(store: FeatureStore, model: TripletModule, input_name: str, seed: int) -> TripletEvaluation:
-    """Cosine distances among test catalogue tracks, for the model and two baselines.
+def score_triplet(store: FeatureStore, model: TripletModule, seed: int) -> TripletEvaluation:
+    """Cosine distances among test music tracks (BGM and music), for the model and two baselines.
 
-    Baselines: ``cosine`` on the untrained input features (flattened); ``random``
+    The model reads its own input (``model.input_kind``). Baselines: ``cosine`` on that input, untrained
+    and flattened; ``random``
     symmetric uniform distances.
     """
-    rows = store.catalogue("test")
+    rows = store.music("test")
     if rows.size < 2:
         raise ValueError("the test split has fewer than two catalogue tracks")
-    inputs = (store.mfcc_frames if input_name == "mfcc_frames" else store.fused)[rows]
+    inputs = store.inputs(model.input_kind)[rows]
     model.eval()
     embeddings = model(torch.from_numpy(inputs)).numpy()
     noise = np.random.default_rng(seed).uniform(size=(rows.size, rows.size))

@@ -1,0 +1,22 @@
+"""The code MLflow logs with each bgmfit network (models-from-code) and runs to load it as a pyfunc."""
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from bgmfit.models.export import load_network
+from bgmfit.tracking.logged import ARTIFACT, predict
+
+
+class NetworkPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow's view of a bgmfit network: numpy in, numpy out (see :func:`bgmfit.tracking.logged.predict`)."""
+
+    def load_context(self, context):
+        self.network = load_network(Path(context.artifacts[ARTIFACT]))
+
+    def predict(self, context, model_input, params=None):
+        return predict(self.network, np.asarray(model_input, dtype=np.float32))
+
+
+mlflow.models.set_model(NetworkPyfunc())
