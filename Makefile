@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv run test test-ui lint retrain ui clean-venv
+.PHONY: venv run test test-ui lint results retrain ui clean-venv
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
+
+# docs/results.md from the committed metrics/*.json (the docs test fails when it is out of date).
+results: venv
+	$(BIN)/python scripts/results.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,7 +28,7 @@ from bgmfit.data.datamodules import PairDataModule, TripletDataModule
 from bgmfit.data.manifest import ManifestRow
 from bgmfit.data.store import FeatureStore
 from bgmfit.features.fusion import dimensions
-from bgmfit.models.match_module import MatchModule, agreement_layout
+from bgmfit.models.match_module import MatchModule
 from bgmfit.models.triplet_module import TripletModule
 
 STYLES, WORKS = 8, 40
@@ -107,35 +107,12 @@ def main() -> None:
     store = synthetic_store(features)
     networks = {
         "match": (
-            lambda: MatchModule(
-                len(store.columns),
-                match.tower_channels,
-                match.tower_depth,
-                match.kernel_size,
-                match.embed_dim,
-                match.fused_dim,
-                match.share_towers,
-                match.dropout,
-                match.lr,
-                match.weight_decay,
-                match.head,
-                *agreement_layout(match.agreement, store.columns),
-            ),
+            lambda: MatchModule.from_params(match, store.columns),
             PairDataModule(store, match.batch_size, match.seed),
             match.batch_size,
         ),
         "triplet": (
-            lambda: TripletModule(
-                int(store.mfcc_frames[0].size),
-                triplet.hidden_dim,
-                triplet.embed_dim,
-                triplet.dropout,
-                triplet.margin,
-                triplet.mining,
-                triplet.lr,
-                triplet.weight_decay,
-                features.frames_n if triplet.front == "modulation" else 0,
-            ),
+            lambda: TripletModule.from_params(triplet, store.mfcc_frames.shape[1:]),
             TripletDataModule(
                 store,
                 "mfcc_frames",

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "aliases and gate score. 'rollback NAME' moves NAME's @champion back to the version it replaced.",
     )
     registry.add_argument("action", nargs="?", choices=["list", "rollback"], default="list")
-    registry.add_argument("name", nargs="?", help="bgmfit-match or bgmfit-triplet (for rollback)")
+    registry.add_argument("name", nargs="?", help=f"{' or '.join(BY_NAME)} (for rollback)")
     registry.set_defaults(handler=_registry)
 
     def local(name: str, help_text: str, description: str) -> argparse.ArgumentParser:

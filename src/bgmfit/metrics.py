@@ -134,9 +134,3 @@ def cosine_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return 1.0 - a @ b.T
-
-
-def top_k(distances: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` nearest candidates per row, by ascending distance (ties by index)."""
-    k = min(k, distances.shape[1])
-    return np.argsort(distances, axis=1, kind="stable")[:, :k]

@@ -125,9 +125,9 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     return folder
 
 
-def write_user_catalogue(folder: Path) -> Path:
-    """``folder/catalogue``: six works of a foreground tone and its BGM, in two styles, with a manifest."""
-    audio = folder / "catalogue"
+def write_user_corpus(folder: Path) -> Path:
+    """``folder/corpus``: six works of a foreground tone and its BGM, in two styles, with a manifest."""
+    audio = folder / "corpus"
     audio.mkdir(exist_ok=True)
     rows = [["track_id", "path", "role", "style", "work_id", "split", "label"]]
     for i in range(6):

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from tests.integration.helpers import STAGES, run, write_user_catalogue
+from tests.integration.helpers import STAGES, run, write_user_corpus
 from tests.signals import SR, sine
 
 pytestmark = pytest.mark.slow
@@ -47,12 +47,12 @@ def test_an_experiment_changes_the_metrics_that_diff_shows(dvc_project: Path):
     assert "metrics/fetch.json" not in diff and "metrics/features.json" not in diff, diff
 
 
-def test_a_change_in_the_users_catalogue_reruns_fetch(dvc_project: Path):
-    catalogue = write_user_catalogue(dvc_project)
+def test_a_change_in_the_users_corpus_reruns_fetch(dvc_project: Path):
+    corpus = write_user_corpus(dvc_project)
     params = yaml.safe_load((dvc_project / "params.yaml").read_text())
     params["fetch"]["source"] = "dir"
     (dvc_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "Running stage 'fetch'" in run(dvc_project, "dvc", "repro", "fetch")
     assert "Running stage" not in run(dvc_project, "dvc", "repro", "fetch")
-    sf.write(catalogue / "bed0.flac", sine(330.0, 3.0, 0.3), SR)
+    sf.write(corpus / "bed0.flac", sine(330.0, 3.0, 0.3), SR)
     assert "Running stage 'fetch'" in run(dvc_project, "dvc", "repro", "fetch")

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from bgmfit.config import FeaturesParams, load_params
 from bgmfit.data.manifest import read_manifest
-from tests.integration.helpers import TINY_FETCH, bgmfit, write_params, write_user_catalogue
+from tests.integration.helpers import TINY_FETCH, bgmfit, write_params, write_user_corpus
 from tests.signals import SR, harmonic_tone
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ def _append(manifest: Path, *rows: list[str]) -> None:
 
 
 def test_folder_with_a_corrupt_file_and_a_bad_row_reports_both(tmp_path: Path):
-    audio = write_user_catalogue(tmp_path)
+    audio = write_user_corpus(tmp_path)
     (audio / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     _append(
         audio / "manifest.csv",
@@ -111,7 +111,7 @@ def test_folder_with_a_corrupt_file_and_a_bad_row_reports_both(tmp_path: Path):
 
 
 def test_undecodable_audio_is_reported_by_features_with_its_path(tmp_path: Path, rng):
-    audio = write_user_catalogue(tmp_path)
+    audio = write_user_corpus(tmp_path)
     cut = audio / "cut.flac"
     sf.write(cut, (0.2 * rng.standard_normal(3 * SR)).astype(np.float32), SR, format="FLAC")
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # header intact, body cut
@@ -132,7 +132,7 @@ def test_undecodable_audio_is_reported_by_features_with_its_path(tmp_path: Path,
 
 
 def test_adding_a_track_computes_only_the_new_one(tmp_path: Path):
-    audio = write_user_catalogue(tmp_path)
+    audio = write_user_corpus(tmp_path)
     write_params(tmp_path, fetch={"source": "dir", "dir": str(audio)})
     assert bgmfit(tmp_path, "fetch").returncode == 0
     assert bgmfit(tmp_path, "features").returncode == 0
@@ -153,7 +153,7 @@ def test_adding_a_track_computes_only_the_new_one(tmp_path: Path):
 
 
 def test_work_given_two_splits_is_refused(tmp_path: Path):
-    audio = write_user_catalogue(tmp_path)
+    audio = write_user_corpus(tmp_path)
     _append(
         audio / "manifest.csv",
         ["x1", "lead0.wav", "foreground", "calm", "wx", "train", ""],

@@ -98,7 +98,11 @@ def test_a_pickled_version_from_before_is_refused_in_one_line_and_the_gate_decid
     decision = register_candidate(
         MATCH, _logged_run(_network(2)), store, threshold=0.0, margin=0.5, card="new"
     )
-    assert (decision.alias, decision.champion_score, decision.previous_champion) == ("champion", None, str(old))
+    assert (decision.alias, decision.champion_score, decision.previous_champion) == (
+        "champion",
+        None,
+        str(old),
+    )
     tags = registry.client().get_model_version(MATCH.name, decision.version).tags
     assert tags["champion_incompatible"].startswith(f"v{old} cannot be loaded")
 
@@ -107,8 +111,11 @@ def test_retraining_to_the_same_weights_adds_no_version(project: Path):
     store = FeatureStore.load(project / "data/features")
     first = register_candidate(MATCH, _logged_run(_network(1)), store, threshold=0.0, margin=0.01, card="a")
     # Another run (a changed comment, say) that trained the very same weights.
-    again = register_candidate(MATCH, _logged_run(_network(1)), store, threshold=0.0, margin=0.01, card="b")
+    second_run = _logged_run(_network(1))
+    again = register_candidate(MATCH, second_run, store, threshold=0.0, margin=0.01, card="b")
     assert (again.version, again.alias, again.new_version) == (first.version, first.alias, False)
+    tags = registry.client().get_run(second_run["run_id"]).data.tags
+    assert tags["same_weights_as"] == "bgmfit-match v1", "the run says which version it repeats"
     other = register_candidate(MATCH, _logged_run(_network(2)), store, threshold=0.0, margin=0.01, card="c")
     assert other.new_version and other.version == "2", "other weights are a new version"
     assert [r["version"] for r in registry.list_versions()] == ["1", "2"]

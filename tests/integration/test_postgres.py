@@ -14,9 +14,9 @@ import pytest
 
 from bgmfit.config import TrainMatchParams, load_params
 from bgmfit.data.store import FeatureStore
+from bgmfit.networks import MATCH
 from bgmfit.stages import train_match
 from bgmfit.tracking import registry
-from bgmfit.networks import MATCH
 from bgmfit.tracking.registry import register_candidate
 from tests.integration.helpers import write_synthetic_store
 from tests.signals import REPO

@@ -8,15 +8,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from bgmfit.tracking.logged import log_network
 
 from bgmfit.config import FeaturesParams, IndexParams, TrainMatchParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.models.match_module import MatchModule
+from bgmfit.networks import MATCH
 from bgmfit.stages import index, train_match
 from bgmfit.tracking import registry
-from bgmfit.networks import MATCH
+from bgmfit.tracking.logged import log_network
 from bgmfit.tracking.registry import register_candidate
 from bgmfit.tracking.runs import use_tracking_store
 from tests.signals import REPO

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -17,7 +19,13 @@ from bgmfit import config
 from bgmfit.cli import build_parser
 from tests.signals import REPO
 
-DOCS = [REPO / "README.md", REPO / "catalogue/README.md", REPO / "benchmarks/README.md"]
+DOCS = [
+    REPO / "README.md",
+    REPO / "CHANGELOG.md",
+    REPO / "docs/results.md",
+    REPO / "corpus/README.md",
+    REPO / "benchmarks/README.md",
+]
 SECTIONS = {
     "fetch": config.FetchParams,
     "features": config.FeaturesParams,
@@ -87,3 +95,15 @@ def test_every_repository_path_the_docs_name_exists():
         named = re.findall(r"`((?:src|scripts|benchmarks|tests|docs|\.github)/[\w./-]+)`", doc.read_text())
         for path in named:
             assert (REPO / path).exists(), f"{doc.name} names {path}, which does not exist"
+
+
+def test_the_readme_is_a_guide_of_about_250_lines():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 260
+
+
+def test_the_results_page_is_what_the_committed_metrics_give():
+    # scripts/results.py writes docs/results.md from metrics/*.json; `make results` after each run.
+    check = subprocess.run(
+        [sys.executable, "scripts/results.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr

@@ -8,7 +8,8 @@ import torch
 
 from bgmfit.features.fusion import analyse, fit_length
 from bgmfit.features.spectrum import compute_spectrum, mfcc
-from bgmfit.metrics import cosine_distance_matrix, top_k
+from bgmfit.index import CosineIndex
+from bgmfit.metrics import cosine_distance_matrix
 from bgmfit.models.components import ConvTower, FeedForwardBranch, MatchHead, ModulationSpectrum
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
@@ -208,10 +209,14 @@ def test_constraint_satisfaction_counts_triplets_that_hold():
 
 # Method B, step 4: cosine distances, sorted ascending, first K.
 def test_recommendation_sorts_cosine_distance_ascending_and_keeps_k():
-    target = np.array([[1.0, 0.0]])
-    candidates = np.array([[0.0, 1.0], [1.0, 0.1], [-1.0, 0.0], [1.0, 1.0]])
-    distances = cosine_distance_matrix(target, candidates)
-    order = top_k(distances, 3)[0]
-    assert order.tolist() == [1, 3, 0]
-    assert np.all(np.diff(distances[0, order]) >= 0)
-    assert top_k(distances, 10).shape == (1, 4)
+    # The catalogue index's exact search, as /similar and /recommend (method triplet) use it.
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    target = unit(np.array([[1.0, 0.0]]))
+    candidates = unit(np.array([[0.0, 1.0], [1.0, 0.1], [-1.0, 0.0], [1.0, 1.0]]))
+    rows, distances = CosineIndex(candidates).search(target, 3)
+    assert rows[0].tolist() == [1, 3, 0]
+    assert np.all(np.diff(distances[0]) >= 0)
+    np.testing.assert_allclose(
+        distances[0], cosine_distance_matrix(target, candidates)[0, rows[0]], atol=1e-6
+    )
+    assert CosineIndex(candidates).search(target, 10)[0].shape == (1, 4)

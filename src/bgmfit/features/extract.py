@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -38,7 +37,7 @@ class Extraction:
 @cache
 def params_digest(params: FeaturesParams) -> str:
     """Hash of everything that changes a track's features (not workers or the cache folder)."""
-    relevant = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("workers", "cache_dir")}
+    relevant = params.model_dump(exclude={"workers", "cache_dir"})
     blob = json.dumps({"version": FEATURES_VERSION, **relevant}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

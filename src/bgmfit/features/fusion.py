@@ -19,6 +19,7 @@ from bgmfit.config import FeaturesParams
 from bgmfit.errors import BgmfitError
 from bgmfit.features import energy, prosody, rhythm, spectral, timbre, tonality
 from bgmfit.features.spectrum import Spectrum, compute_spectrum, mfcc, segment_bounds
+from bgmfit.files import write_json
 
 _STD_FLOOR = 1e-6
 
@@ -150,7 +151,7 @@ class NormStats:
             "frames_mean": self.frames_mean.tolist(),
             "frames_std": self.frames_std.tolist(),
         }
-        path.write_text(json.dumps(payload, indent=1) + "\n")
+        write_json(path, payload)
 
     @classmethod
     def load(cls, path: Path) -> NormStats:

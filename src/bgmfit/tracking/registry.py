@@ -117,6 +117,8 @@ def register_candidate(
         v for v in versions if weights and v.tags.get("weights_sha256") == weights
     ]
     if existing and "gate" in existing[0].tags:
+        if existing[0].run_id != run_id:  # the same weights from another run: say so on that run
+            mlflow_client.set_tag(run_id, "same_weights_as", f"{network.name} v{existing[0].version}")
         return _decision_of(network, existing[0])
     if existing:  # registered by an earlier run of this stage that stopped before the gate
         version = str(existing[0].version)
