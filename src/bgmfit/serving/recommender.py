@@ -281,7 +281,8 @@ def from_registry(index_dir, limits: Limits) -> Recommender:
     BgmfitError
         If the index is missing, or the registry's ``@champion`` moved since the index was built.
     """
-    from bgmfit.tracking.registry import champion_version, client, load_version
+    from bgmfit.tracking.logged import load_version
+    from bgmfit.tracking.registry import champion_version, client
 
     catalogue = Catalogue.load(index_dir)
     versions = catalogue.versions()

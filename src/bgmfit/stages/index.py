@@ -11,7 +11,8 @@ from bgmfit.errors import BgmfitError
 from bgmfit.files import CHAMPIONS, FEATURES, INDEX, fresh_dir, read_json
 from bgmfit.index import build_catalogue
 from bgmfit.networks import MATCH, NETWORKS, TRIPLET
-from bgmfit.tracking.registry import incompatibility, load_version
+from bgmfit.tracking.logged import load_version
+from bgmfit.tracking.registry import incompatibility
 
 
 def main(params_path: Path) -> None:

@@ -4,8 +4,7 @@ Each version's artefact ``artifacts/network/`` is a folder of
 :mod:`bgmfit.models.export`: no pickled class, so a refactor never breaks a
 registered version. MLflow's own pyfunc loader (``mlflow.pyfunc.load_model``,
 ``mlflow models serve``) runs ``pyfunc_network.py``, logged with the model,
-which rebuilds the network from that folder too (and makes MLflow warn once that
-its ``predict`` has no type hints: the logged signature says what it takes).
+which rebuilds the network from that folder too.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ class NetworkPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.network = load_network(Path(context.artifacts[ARTIFACT]))
 
-    def predict(self, context, model_input, params=None):
+    # The hint only stops MLflow from asking for one; the logged signature says what it takes.
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         return predict(self.network, np.asarray(model_input, dtype=np.float32))
 
 
