@@ -113,6 +113,8 @@ class MatchModule(L.LightningModule):
         )
 
     #: The feature store's input this network reads (see ``FeatureStore.inputs``).
+    # A class attribute, not a param: method A reads the fused matrix by definition, while
+    # method B's input is chosen in params.yaml and saved with it (``TripletModule.input_kind``).
     input_kind = "fused"
 
     def embed(self, fused: torch.Tensor, side: str = "bgm") -> torch.Tensor:
