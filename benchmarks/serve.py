@@ -133,12 +133,15 @@ def in_process(work, calls: int) -> dict[str, float]:
 
 
 def serving(requests: int, concurrency: int, repeats: int) -> None:
-    from bgmfit.serving.recommender import from_registry
+    from bgmfit.config import PackageParams, load_params
+    from bgmfit.serving.recommender import Limits, from_registry
 
     upload = thirty_second_upload()
     config = json.loads(Path("models/serving.json").read_text())
     fused = np.random.default_rng(0).standard_normal(config["fused_shape"]).astype(np.float32)
-    recommender = from_registry(Path("models/index"))
+    recommender = from_registry(
+        Path("models/index"), Limits.from_params(load_params("package", PackageParams))
+    )
     cases = {
         "30 s FLAC upload": (
             lambda c: c.post(

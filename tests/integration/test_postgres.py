@@ -86,4 +86,4 @@ def test_a_tiny_run_trains_and_registers_on_postgresql(postgres: str, tmp_path: 
     run = client.get_run(training["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["max_epochs"] == "2"
     assert client.get_model_version_by_alias("bgmfit-match", "champion").run_id == training["run_id"]
-    assert mlflow.pytorch.load_model("models:/bgmfit-match@champion") is not None
+    assert mlflow.pyfunc.load_model("models:/bgmfit-match@champion").metadata.run_id == training["run_id"]

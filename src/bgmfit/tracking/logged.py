@@ -24,6 +24,7 @@ import bgmfit
 from bgmfit.errors import BgmfitError
 from bgmfit.models.export import load_network, save_network
 from bgmfit.models.match_module import MatchModule
+from bgmfit.tracking.runs import use_tracking_store
 
 ARTIFACT = "network"
 #: The module MLflow runs to load a logged network (models-from-code), named so that it is logged by path.
@@ -82,6 +83,7 @@ def load_version(name: str, version: str) -> L.LightningModule:
         (the pickled modules before weights + config): a one-line message that says to retrain.
     """
     uri = f"models:/{name}/{version}"
+    use_tracking_store()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
