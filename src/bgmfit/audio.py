@@ -1,4 +1,4 @@
-"""Decoding, resampling and level measurement: the only module that opens audio files.
+"""Decoding, resampling, level measurement and loudness: the only module that opens audio files.
 
 Decoding goes through libsndfile (``soundfile``), which reads WAV, FLAC, OGG/Vorbis
 and MP3 by content, not by file extension. Resampling uses soxr's HQ preset;
@@ -150,6 +150,24 @@ def rms_dbfs(y: np.ndarray) -> float:
         return float("-inf")
     power = float(np.mean(np.square(y, dtype=np.float64)))
     return 10.0 * np.log10(power) if power > 0 else float("-inf")
+
+
+def normalise_loudness(y: np.ndarray, sample_rate: int, target_lufs: float) -> np.ndarray:
+    """``y`` scaled so that its integrated loudness (ITU-R BS.1770, K-weighted and gated) is ``target_lufs``.
+
+    This is what makes features independent of a file's gain: every waveform bgmfit analyses
+    passes through here (``features.fusion.analyse``). pyloudnorm measures; the gain is applied
+    as one factor. A clip shorter than one 400 ms gating block, or one whose every block is
+    below the absolute gate (-70 LUFS, silence), has no integrated loudness and is returned as it is.
+    """
+    import pyloudnorm  # here: only analysis needs it, and it imports scipy.signal
+
+    if y.size < int(0.4 * sample_rate):
+        return y
+    loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(y, dtype=np.float64))
+    if not np.isfinite(loudness):
+        return y
+    return (y * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))).astype(np.float32)
 
 
 def write_flac(path: Path, y: np.ndarray, sample_rate: int) -> None:

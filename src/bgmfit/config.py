@@ -75,6 +75,7 @@ class FeaturesParams(Section):
     """``features``: the fused matrix (method A) and the MFCC frames (method B)."""
 
     sample_rate: StrictInt = Field(ge=8000, le=48000, description="audio is resampled to this rate, Hz")
+    loudness_lufs: Number = Field(ge=-70, le=0, description="every analysed clip is brought to this loudness")
     n_fft: StrictInt = Field(ge=256, description="STFT window, samples (a power of two)")
     hop_length: StrictInt = Field(ge=1, description="STFT hop, samples")
     n_mels: StrictInt = Field(ge=8, le=256, description="mel bands behind the MFCCs and onset envelope")

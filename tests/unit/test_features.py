@@ -4,6 +4,7 @@ import librosa
 import numpy as np
 import pytest
 
+from bgmfit.audio import normalise_loudness
 from bgmfit.corpus.render import render_voices
 from bgmfit.corpus.scores import parse_work
 from bgmfit.corpus.works import discover_works
@@ -165,7 +166,8 @@ def test_short_audio_is_padded_with_silence(features_params):
     rms_mean = features.fused[
         :, [c for d in dimensions(features_params) for c in d.columns].index("rms_mean")
     ]
-    assert rms_mean[0] > 0.1 and rms_mean[-1] == 0.0
+    # The tone, brought to the analysed loudness, then digital silence.
+    assert rms_mean[0] > 0.01 and rms_mean[-1] == 0.0
 
 
 def test_segment_bounds_cover_the_frames_in_order():
@@ -243,3 +245,28 @@ def test_harmonic_periodicity_finds_the_bar_of_a_repeating_tune():
         assert repeat.shape == (len(lags),)
         assert repeat[bar] > 0.9 and repeat[bar] > repeat[other] + 0.5
     assert np.all(rhythm.harmonic_periodicity(spectrum_of(tune([262.0])), 0.0) == 0.0)  # no tempo
+
+
+def test_a_clip_gives_the_same_features_at_plus_and_minus_12_db(features_params, rng):
+    # A tone over a click track with a little noise: timbre, rhythm and energy all have something to read.
+    clip = harmonic_tone(220.0, 10.0) + 0.3 * click_track(100.0, 10.0)
+    clip = (clip + 0.01 * rng.standard_normal(clip.size)).astype(np.float32)
+    reference = analyse(clip, features_params)
+    for gain_db in (12.0, -12.0):
+        other = analyse(clip * np.float32(10 ** (gain_db / 20)), features_params)
+        # Loudness normalisation scales both to the same level, so only float32 rounding differs.
+        np.testing.assert_allclose(other.fused, reference.fused, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(other.mfcc_frames, reference.mfcc_frames, rtol=1e-3, atol=1e-3)
+
+
+def test_loudness_normalisation_reaches_its_target_and_leaves_silence_and_tiny_clips_alone():
+    import pyloudnorm
+
+    clip = harmonic_tone(330.0, 3.0) * np.float32(0.05)
+    levelled = normalise_loudness(clip, SR, -23.0)
+    assert pyloudnorm.Meter(SR).integrated_loudness(levelled.astype(np.float64)) == pytest.approx(
+        -23.0, abs=0.05
+    )
+    silence, tiny = np.zeros(SR, dtype=np.float32), clip[: SR // 10]
+    assert normalise_loudness(silence, SR, -23.0) is silence, "no loudness: nothing to divide by"
+    assert normalise_loudness(tiny, SR, -23.0) is tiny, "shorter than one 400 ms gating block"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bgmfit.audio import normalise_loudness
 from bgmfit.features.fusion import analyse, fit_length
 from bgmfit.features.spectrum import compute_spectrum, mfcc
 from bgmfit.index import CosineIndex
@@ -137,8 +138,12 @@ def test_embed_exposes_each_side_tower(rng):
 def test_method_b_feature_is_the_first_n_mfcc_frames(features_params):
     y = harmonic_tone(220.0, seconds=features_params.clip_seconds)
     frames = analyse(y, features_params).mfcc_frames
+    # What the features see: the analysed length, at the analysed loudness.
+    analysed = normalise_loudness(
+        fit_length(y, features_params), features_params.sample_rate, features_params.loudness_lufs
+    )
     spec = compute_spectrum(
-        fit_length(y, features_params),
+        analysed,
         features_params.sample_rate,
         features_params.n_fft,
         features_params.hop_length,

@@ -21,7 +21,7 @@ from bgmfit.errors import AudioDecodeError
 from bgmfit.features.fusion import TrackFeatures, analyse
 
 #: Bump when a feature's definition changes, so that cached results are not reused.
-FEATURES_VERSION = 6
+FEATURES_VERSION = 7
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bgmfit.audio import normalise_loudness
 from bgmfit.config import FeaturesParams
 from bgmfit.errors import BgmfitError
 from bgmfit.features import energy, prosody, rhythm, spectral, timbre, tonality
@@ -73,11 +74,13 @@ def analyse(y: np.ndarray, params: FeaturesParams) -> TrackFeatures:
     Parameters
     ----------
     y:
-        Mono float32 at ``params.sample_rate``; cropped or zero-padded to the analysed length.
+        Mono float32 at ``params.sample_rate``; cropped or zero-padded to the analysed length,
+        then brought to ``params.loudness_lufs``, so that the features do not carry the file's gain.
     params:
         The ``features`` params.
     """
     y = fit_length(np.asarray(y, dtype=np.float32), params)
+    y = normalise_loudness(y, params.sample_rate, params.loudness_lufs)
     spec = compute_spectrum(y, params.sample_rate, params.n_fft, params.hop_length, params.n_mels)
     frames_per_segment = params.segment_seconds * params.sample_rate / params.hop_length
     bounds = segment_bounds(spec.n_frames, frames_per_segment, params.n_segments)
