@@ -34,3 +34,27 @@ def test_hnsw_above_the_threshold_finds_what_exact_search_finds(rng):
     truth, _ = exact.search(queries, 10)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
     assert ann.kind == "hnsw" and recall >= 0.9
+
+
+def test_an_index_from_a_bgmfit_with_other_feature_params_is_refused_in_one_line(tmp_path, features_params):
+    import json
+
+    import pytest
+
+    from bgmfit.errors import BgmfitError
+    from bgmfit.index import Catalogue
+    from bgmfit.index.catalogue import content_hash
+
+    # As the index stage writes it, but from before features.loudness_lufs existed; the stamp still matches.
+    (tmp_path / "tracks.csv").write_text("track_id,style,role,work_id,split\n")
+    old = {k: v for k, v in features_params.model_dump().items() if k != "loudness_lufs"}
+    (tmp_path / "features.json").write_text(json.dumps(old))
+    for name in ("triplet.npy", "match_deep.npy"):
+        np.save(tmp_path / name, np.zeros((0, 4), np.float32))
+    (tmp_path / "stamp.json").write_text(json.dumps({"content_sha256": content_hash(tmp_path), "models": {}}))
+    with pytest.raises(
+        BgmfitError,
+        match=r"features\.json was written by another bgmfit \(.*missing key "
+        r"features\.loudness_lufs\); rebuild the index",
+    ):
+        Catalogue.load(tmp_path)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bgmfit.config import FeaturesParams, IndexParams
+from bgmfit.config import FeaturesParams, IndexParams, params_from_dict
 from bgmfit.data.store import FeatureStore
-from bgmfit.errors import BgmfitError
+from bgmfit.errors import BgmfitError, ConfigError
 from bgmfit.features.fusion import NormStats
 from bgmfit.files import write_json
 
@@ -133,10 +133,23 @@ class Catalogue:
             tracks=tracks,
             match_deep=np.load(folder / "match_deep.npy"),
             triplet=CosineIndex(triplet, hnsw, int(stamp.get("ef_search", 64))),
-            features=FeaturesParams.model_validate_json((folder / "features.json").read_text()),
+            features=_features_of(folder),
             norm_stats=NormStats.load(folder / "norm_stats.json"),
             stamp=stamp,
         )
+
+
+def _features_of(folder: Path) -> FeaturesParams:
+    """How the index's features were computed; an index of another bgmfit (a key added or gone) is refused."""
+    try:
+        return params_from_dict(
+            "features", FeaturesParams, json.loads((folder / "features.json").read_text())
+        )
+    except ConfigError as exc:
+        raise BgmfitError(
+            f"{folder}/features.json was written by another bgmfit ({exc}); "
+            "rebuild the index (dvc repro index)"
+        ) from None
 
 
 def content_hash(folder: Path) -> str:
