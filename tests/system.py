@@ -49,7 +49,7 @@ def free_port() -> int:
 @contextmanager
 def local_server(
     command: list[str], ready_url: str, log: Path, timeout: float = 120, **popen
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen]:
     """Run ``command`` until the block ends, once ``ready_url`` answers 200; stop it by process group.
 
     Its output goes to ``log`` (a file, not a pipe: nobody reads a pipe while tests run, and a
@@ -71,7 +71,7 @@ def local_server(
                 late = time.monotonic() > deadline
                 assert not late, f"{ready_url} not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}"
                 time.sleep(0.5)
-            yield
+            yield server
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)

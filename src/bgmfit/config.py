@@ -200,7 +200,11 @@ class PackageParams(Section):
     """``package``: the bento and the limits its service enforces."""
 
     bento_name: StrictStr = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="name of the bento")
-    max_upload_mb: Number = Field(gt=0, le=1024, description="larger uploads get 413 before decoding")
+    max_upload_mb: Number = Field(
+        gt=0,
+        le=1024,
+        description="largest request body of any endpoint and content type; 413 as it streams in",
+    )
     max_audio_seconds: Number = Field(gt=0, le=36000, description="longer audio gets 413")
     max_top_k: StrictInt = Field(ge=1, description="largest top_k a request may ask for")
     max_batch_size: StrictInt = Field(ge=1, description="adaptive batching of /embed")

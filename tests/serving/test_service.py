@@ -112,7 +112,27 @@ BAD_INPUTS = {
     "oversized": (
         lambda c: {"files": {"audio": ("a.wav", b"\0" * (1024 * 1024 + 1), "audio/wav")}},
         413,
-        "upload limit",
+        "over the limit of 1,048,576 bytes (1 MiB, package.max_upload_mb)",
+    ),
+    "oversized json": (
+        lambda c: {"json": {"features": [[0.0] * 300_000]}},
+        413,
+        "over the limit of 1,048,576 bytes",
+    ),
+    "text for a file": (
+        lambda c: {"data": {"audio": "http://127.0.0.1:9/clip.wav"}, "files": {"top_k": (None, "3")}},
+        400,
+        "audio: expected an uploaded file",
+    ),
+    "urlencoded file field": (
+        lambda c: {"data": {"top_k": "3", "audio": "http://127.0.0.1:9/clip.wav"}},
+        400,
+        "audio: expected an uploaded file (multipart/form-data)",
+    ),
+    "no boundary": (
+        lambda c: {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "without a boundary",
     ),
     "too long": (
         lambda c: {"files": {"audio": ("a.wav", _wav(40.0), "audio/wav")}},
@@ -173,8 +193,8 @@ def test_the_service_refuses_an_index_built_from_other_versions(served_project, 
 
 
 @pytest.fixture(scope="module")
-def live_server(served_project, tmp_path_factory):
-    """A real `bentoml serve` on 127.0.0.1, stopped when the module is done."""
+def live_service(served_project, tmp_path_factory):
+    """A real `bentoml serve` on 127.0.0.1, stopped when the module is done: its URL and process id."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "bentoml-serve.log"
     command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
@@ -185,8 +205,13 @@ def live_server(served_project, tmp_path_factory):
         log,
         cwd=served_project,
         env=environment() | {"BGMFIT_SERVING": str(served_project / "models/serving.json")},
-    ):
-        yield base
+    ) as server:
+        yield base, server.pid
+
+
+@pytest.fixture(scope="module")
+def live_server(live_service) -> str:
+    return live_service[0]
 
 
 def test_a_real_bentoml_serve_answers_an_upload(live_server, clip):
@@ -222,3 +247,99 @@ def test_openapi_fuzzing_finds_no_server_error(live_server):
         fuzz(result.ok())
     assert len(calls) >= 100, f"only {len(calls)} requests were made"
     assert not failures, failures
+
+
+def _raw_request(base: str, head: str, chunks, timeout: float = 60.0) -> tuple[int, str]:
+    """Send ``head`` and then body ``chunks`` on a raw socket, until the server answers (or the chunks end).
+
+    A server that refuses a body early answers while the client is still sending; reading the
+    answer as soon as it is there is what a well-behaved client does, and what this measures.
+    """
+    import select
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(head.encode())
+        for chunk in chunks:
+            if select.select([conn], [], [], 0)[0]:
+                break
+            try:
+                conn.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < answer.find(b"\r\n\r\n") + 4 + 20:
+            part = conn.recv(65536)
+            if not part:
+                break
+            answer += part
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.decode("utf-8", "replace")
+
+
+def _tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+GIB = 2**30
+MIB_CHUNK = b"0" * 2**20
+
+
+@pytest.mark.parametrize(
+    ("kind", "declared"),
+    [("multipart", True), ("multipart", False), ("json", True), ("json", False)],
+    ids=["multipart with length", "multipart chunked", "json with length", "json chunked"],
+)
+def test_a_1_gib_body_is_refused_as_it_streams_and_memory_stays_flat(live_service, kind, declared):
+    """1 GiB bodies, declared up front or chunked: 413 naming the cap, the server grows < 50 MB."""
+    boundary = "bgmfitboundary"
+    if kind == "multipart":
+        ctype = f"multipart/form-data; boundary={boundary}"
+        first = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="big.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+    else:
+        ctype, first = "application/json", b'{"features": ['
+    length = f"Content-Length: {GIB}\r\n" if declared else "Transfer-Encoding: chunked\r\n"
+    head = f"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n{length}\r\n"
+
+    def body():
+        pieces = [first, *([MIB_CHUNK] * (GIB // len(MIB_CHUNK)))]
+        for piece in pieces:
+            yield piece if declared else f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+
+    live_server, pid = live_service
+    before = _tree_rss_mb(pid)
+    status, answer = _raw_request(live_server, head, body())
+    grown = _tree_rss_mb(pid) - before
+    print(f"{kind}, {'declared' if declared else 'chunked'}: {status}, server grew {grown:.1f} MB")
+    assert status == 413, answer[:500]
+    assert "over the limit of 1,048,576 bytes" in answer
+    assert grown < 50, f"the server grew by {grown:.0f} MB"
+    # It still serves.
+    assert httpx.get(f"{live_server}/readyz", timeout=10).status_code == 200
+
+
+def test_a_text_audio_field_is_refused_and_nothing_is_fetched(live_server):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/episode.mp3"
+        as_multipart = httpx.post(
+            f"{live_server}/recommend", files={"audio": (None, url), "top_k": (None, "3")}, timeout=30
+        )
+        as_form = httpx.post(f"{live_server}/similar", data={"audio": url}, timeout=30)
+        as_json = httpx.post(f"{live_server}/recommend", json={"audio": url}, timeout=30)
+        for response in (as_multipart, as_form, as_json):
+            assert 400 <= response.status_code < 500, response.text
+        assert "audio: expected an uploaded file" in as_multipart.text + as_form.text
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected

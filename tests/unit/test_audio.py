@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,47 @@ def test_truncated_file_is_reported_not_half_read(tmp_path: Path, rng, fmt, suff
     with pytest.raises(AudioDecodeError, match=r"truncated|not decodable|no samples") as info:
         load_audio(path, SR)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "rate"),
+    [("ipod", "aac", 44100), ("webm", "libopus", 48000), ("ipod", "alac", 44100)],
+)
+def test_formats_libsndfile_lacks_are_decoded_through_ffmpeg(tmp_path: Path, container, codec, rate):
+    from tests.signals import encode_with_ffmpeg
+
+    t = np.arange(3 * rate) / rate
+    content = encode_with_ffmpeg(
+        (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, container, codec
+    )
+    path = tmp_path / "named_wrong.wav"  # judged by content, not by extension
+    path.write_bytes(content)
+    for source in (path, content):
+        y = load_audio(source, SR)
+        assert y.dtype == np.float32 and abs(y.size - 3.0 * SR) < 0.05 * SR
+        assert abs(rms_dbfs(y) - 20 * np.log10(0.4 / np.sqrt(2))) < 0.5
+        duration, native = probe_audio(source)
+        assert native == rate and abs(duration - 3.0) < 0.1
+    assert load_audio(content, SR, max_seconds=1.0).size == SR
+
+
+def test_opus_in_ogg_is_read_by_libsndfile(tmp_path: Path):
+    t = np.arange(2 * 48000) / 48000
+    sf.write(tmp_path / "a.opus", 0.4 * np.sin(2 * np.pi * 440 * t), 48000, format="OGG", subtype="OPUS")
+    assert abs(load_audio(tmp_path / "a.opus", SR).size - 2.0 * SR) < 0.05 * SR
+
+
+def test_media_ffmpeg_reads_but_that_is_not_accepted_audio_is_refused_by_name():
+    from tests.signals import encode_with_ffmpeg
+
+    content = encode_with_ffmpeg(sine(440.0, 1.0), SR, "ipod", "aac")
+    with pytest.raises(AudioDecodeError, match="truncated|not decodable") as cut:
+        load_audio(content[: len(content) // 3], SR, name="cut.m4a")
+    assert "cut.m4a" in str(cut.value)
+    import matplotlib.image
+
+    picture = io.BytesIO()
+    matplotlib.image.imsave(picture, np.zeros((8, 8)), format="png")
+    png = picture.getvalue()
+    with pytest.raises(AudioDecodeError, match="not decodable as audio"):
+        load_audio(png, SR, name="picture.png")

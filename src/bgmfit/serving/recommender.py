@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bgmfit.audio import load_audio, probe_audio
+from bgmfit.audio import ACCEPTED_FORMATS, ACCEPTED_TEXT, load_audio, probe_audio
 from bgmfit.config import PackageParams
 from bgmfit.errors import AudioDecodeError, BgmfitError, UnsupportedAudioError
 from bgmfit.features.fusion import analyse
@@ -124,7 +124,8 @@ class Recommender:
                 )
             audio = load_audio(content, features.sample_rate, max_seconds=features.clip_seconds, name=name)
         except UnsupportedAudioError as exc:
-            raise RequestError(415, f"{exc}; send WAV, FLAC, OGG/Vorbis or MP3") from None
+            message = str(exc) if ACCEPTED_TEXT in str(exc) else f"{exc}; send {ACCEPTED_TEXT}"
+            raise RequestError(415, message) from None
         except AudioDecodeError as exc:
             raise RequestError(400, str(exc)) from None
         track = analyse(audio, features)
@@ -247,7 +248,7 @@ class Recommender:
                 "max_top_k": self.limits.max_top_k,
                 "analysed_seconds": self.catalogue.features.clip_seconds,
                 "fused_shape": list(self.fused_shape),
-                "formats": ["wav", "flac", "ogg", "mp3"],
+                "formats": list(ACCEPTED_FORMATS),
             },
         }
 

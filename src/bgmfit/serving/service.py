@@ -28,6 +28,7 @@ from bgmfit.files import SERVING
 from bgmfit.index import Catalogue
 from bgmfit.models.export import load_network
 from bgmfit.networks import MATCH, TRIPLET
+from bgmfit.serving.guard import RequestGuard
 from bgmfit.serving.recommender import Limits, Query, Recommender, RequestError
 from bgmfit.tracking.logged import network_folder
 
@@ -121,7 +122,7 @@ class BGMFit:
         top_k: TopK = 10,
         method: Literal["match", "triplet"] = "match",
     ) -> list[dict]:
-        """Rank the catalogue for an uploaded clip (wav, flac, ogg, mp3) or a normalised fused array.
+        """Rank the catalogue for uploaded audio (wav, flac, ogg, opus, mp3, m4a) or a normalised fused array.
 
         ``method=match`` ranks the catalogue's BGM by method A's predicted fit;
         ``method=triplet`` ranks all catalogue music by method B's cosine distance.
@@ -169,3 +170,10 @@ class BGMFit:
     def model_info(self) -> dict:
         """Model versions and aliases, the index's content hash and size, and the request limits."""
         return self.recommender.model_info()
+
+
+# One byte cap for every endpoint and content type, counted as the body streams in, before
+# BentoML parses (and spools) anything; and no text where a file is expected (BentoML would fetch it).
+BGMFit.add_asgi_middleware(
+    RequestGuard, max_bytes=CONFIG["limits"]["max_upload_bytes"], file_fields=("audio",)
+)
