@@ -32,21 +32,3 @@ def click_track(bpm: float, seconds: float = 10.0) -> np.ndarray:
         end = min(start + burst.size, y.size)
         y[start:end] += burst[: end - start]
     return y
-
-
-def encode_with_ffmpeg(y: np.ndarray, rate: int, container: str, codec: str, bitrate: int = 128_000) -> bytes:
-    """``y`` (mono float) encoded by FFmpeg's own libraries (PyAV): M4A/AAC (``ipod``, ``aac``),
-    Opus in WebM (``webm``, ``libopus``), and so on."""
-    import io
-
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        stream.bit_rate = bitrate
-        frame = av.AudioFrame.from_ndarray(np.asarray(y, np.float32)[None], format="flt", layout="mono")
-        frame.sample_rate = rate
-        for packet in (*stream.encode(frame), *stream.encode(None)):
-            out.mux(packet)
-    return buffer.getvalue()

@@ -272,6 +272,21 @@ def normalise_loudness(y: np.ndarray, sample_rate: int, target_lufs: float) -> n
     return (y * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))).astype(np.float32)
 
 
+def encode(y: np.ndarray, sample_rate: int, container: str, codec: str, bitrate: int = 128_000) -> bytes:
+    """Mono float audio encoded by FFmpeg (PyAV): MP3 ``("mp3", "libmp3lame")``, M4A ``("ipod", "aac")``."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=sample_rate, layout="mono")
+        stream.bit_rate = bitrate
+        frame = av.AudioFrame.from_ndarray(np.asarray(y, np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
 def write_flac(path: Path, y: np.ndarray, sample_rate: int) -> None:
     """Write mono float audio as 16-bit FLAC, creating parent folders."""
     path.parent.mkdir(parents=True, exist_ok=True)

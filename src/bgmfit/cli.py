@@ -69,9 +69,12 @@ def _print_results(results: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'rank':>4}  {'track_id':<40} {'style':<10} {'score':>7} {'distance':>8}")
+    print(f"{'rank':>4}  {'track_id':<40} {'style':<10} {'score':>7} {'distance':>8} {'from_s':>7}")
     for rank, r in enumerate(results, 1):
-        print(f"{rank:>4}  {r['track_id']:<40} {r['style']:<10} {r['score']:>7.4f} {r['distance']:>8.4f}")
+        print(
+            f"{rank:>4}  {r['track_id']:<40} {r['style']:<10} {r['score']:>7.4f} {r['distance']:>8.4f} "
+            f"{r['offset_seconds']:>7.1f}"
+        )
 
 
 def _recommend(args: argparse.Namespace) -> None:

@@ -84,12 +84,18 @@ class FeaturesParams(Section):
     n_segments: StrictInt = Field(ge=1, description="rows of the fused matrix (its time axis)")
     frames_n: StrictInt = Field(ge=1, description="method B: the first N STFT frames ...")
     frames_n_mfcc: StrictInt = Field(ge=2, description="... of this many MFCCs each, concatenated")
+    window_hop_seconds: Number = Field(
+        gt=0, le=3600, description="a file is analysed in windows this far apart"
+    )
+    max_windows: StrictInt = Field(
+        ge=1, le=10000, description="past this many, windows spread evenly over the file"
+    )
     workers: Workers
     cache_dir: StrictStr = Field(description="per-track cache, keyed by content hash and these params")
 
     @property
     def clip_seconds(self) -> float:
-        """Seconds of audio, from the start, that the features look at."""
+        """Seconds in one window: what each network reads at once."""
         return self.segment_seconds * self.n_segments
 
     @model_validator(mode="after")
@@ -176,7 +182,9 @@ class TrainTripletParams(TrainerParams):
 class EvaluateParams(Section):
     """``evaluate``: both networks and their baselines on held-out works."""
 
-    seed: StrictInt = Field(description="seeds the random baselines")
+    seed: StrictInt = Field(description="seeds the random baselines and the invariance queries")
+    invariance_queries: StrictInt = Field(ge=1, description="held-out queries per method for invariance")
+    workers: Workers
 
 
 class RegisterParams(Section):
@@ -185,6 +193,9 @@ class RegisterParams(Section):
     match_threshold: Number = Field(ge=0, le=1, description="least test ROC-AUC for bgmfit-match")
     triplet_threshold: Number = Field(ge=0, le=1, description="least test style MAP@10 for bgmfit-triplet")
     margin: Number = Field(ge=0, lt=1, description="how much a candidate must beat the champion by")
+    invariance_threshold: Number = Field(
+        ge=0, le=1, description="least top-1 unchanged under every change (evaluate's invariance)"
+    )
 
 
 class IndexParams(Section):

@@ -31,7 +31,7 @@ TINY_PIPELINE = {
         "accelerator": "cpu",
     },
     # A two-epoch model must still become champion, so that index, package and serving run.
-    "register": {"match_threshold": 0.0, "triplet_threshold": 0.0},
+    "register": {"match_threshold": 0.0, "triplet_threshold": 0.0, "invariance_threshold": 0.0},
 }
 
 # Every stage of dvc.yaml, in order.
@@ -114,6 +114,10 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     folder.mkdir(parents=True)
     np.save(folder / "fused.npy", np.array(fused, dtype=np.float32))
     np.save(folder / "mfcc_frames.npy", np.array(frames, dtype=np.float32))
+    # One window per track, as a 10 s clip is.
+    np.save(folder / "window_track.npy", np.arange(len(rows), dtype=np.int32))
+    np.save(folder / "window_offset.npy", np.zeros(len(rows), dtype=np.float32))
+    np.save(folder / "duration.npy", np.full(len(rows), 10.0, dtype=np.float32))
     write_manifest(rows, folder / "tracks.csv")
     # Column names as the features stage writes them, for those `train_match.agreement` names.
     keys = [f"key_corr_{k}" for k in tonality.KEYS]

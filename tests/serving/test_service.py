@@ -343,3 +343,99 @@ def test_a_text_audio_field_is_refused_and_nothing_is_fetched(live_server):
         assert "audio: expected an uploaded file" in as_multipart.text + as_form.text
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody connected
+
+
+def test_a_track_is_scored_by_its_best_window_and_says_where_it_starts(served_project, monkeypatch, clip):
+    """A track of three windows (three BGMs' embeddings, at 0, 5 and 10 s) scores as its best one."""
+    import dataclasses
+
+    from bgmfit.index.catalogue import CosineIndex
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served_project / 'mlflow.db'}")
+    catalogue = Catalogue.load(served_project / "models/index")
+    versions = catalogue.versions()
+    match, triplet = (load_version(name, str(v)) for name, v in versions.items())
+    limits = Limits.from_params(load_params("package", PackageParams, served_project / "params.yaml"))
+    plain = Recommender(match, triplet, versions, catalogue, limits)
+    query = plain.query_from_audio(clip[0])
+    bgm = [catalogue.tracks[r]["track_id"] for r in catalogue.bgm_rows[:3]]
+    singles = plain.match(query, bgm)
+    windows = np.concatenate([catalogue.windows(catalogue.row_of[t]) for t in bgm])
+    long_row = len(catalogue.tracks)
+    longer = dataclasses.replace(
+        catalogue,
+        tracks=[*catalogue.tracks, {**catalogue.tracks[catalogue.bgm_rows[0]], "track_id": "long"}],
+        window_track=np.r_[catalogue.window_track, [long_row] * 3],
+        window_offset=np.r_[catalogue.window_offset, [0.0, 5.0, 10.0]].astype(np.float32),
+        match_deep=np.vstack([catalogue.match_deep, catalogue.match_deep[windows]]),
+        triplet=CosineIndex(np.vstack([catalogue.triplet.vectors, catalogue.triplet.vectors[windows]])),
+    )
+    recommender = Recommender(match, triplet, versions, longer, limits)
+    (long,) = recommender.match(query, ["long"])
+    best = int(np.argmax([s["score"] for s in singles]))
+    assert long["score"] == pytest.approx(singles[best]["score"], abs=1e-5)
+    assert long["offset_seconds"] == [0.0, 5.0, 10.0][best]
+    # Method B: the track is as near as its nearest window, and is found there.
+    near = {r["track_id"]: r for r in recommender.similar(query=query, top_k=len(longer.tracks))}
+    nearest = int(np.argmin([near[t]["distance"] for t in bgm]))
+    assert near["long"]["distance"] == pytest.approx(near[bgm[nearest]]["distance"], abs=1e-5)
+    assert near["long"]["offset_seconds"] == [0.0, 5.0, 10.0][nearest]
+
+
+@pytest.fixture(scope="module")
+def open_server(served_project, tmp_path_factory):
+    """A second real `bentoml serve` of the same models and index, with the default limits of params.yaml."""
+    from tests.signals import REPO
+
+    config = json.loads((served_project / "models/serving.json").read_text())
+    defaults = Limits.from_params(load_params("package", PackageParams, REPO / "params.yaml"))
+    config["limits"] = {**config["limits"], **vars(defaults)}
+    serving = served_project / "models/serving-default-limits.json"
+    serving.write_text(json.dumps(config))
+    port = free_port()
+    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
+    with local_server(
+        [sys.executable, "-m", *command],
+        f"http://127.0.0.1:{port}/readyz",
+        tmp_path_factory.mktemp("serve-open") / "bentoml-serve.log",
+        cwd=served_project,
+        env=environment() | {"BGMFIT_SERVING": str(serving)},
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_a_4_minute_wav_song_an_m4a_and_an_opus_file_are_answered_with_offsets(open_server, rng):
+    from bgmfit.audio import encode
+    from tests.signals import click_track, harmonic_tone
+
+    def music(seconds: float, rate: int) -> np.ndarray:
+        import soxr
+
+        y = harmonic_tone(196.0, seconds) + 0.3 * click_track(96.0, seconds)
+        y = y + 0.01 * rng.standard_normal(y.size).astype(np.float32)
+        return soxr.resample(y, 22050, rate).astype(np.float32)
+
+    song = io.BytesIO()
+    sf.write(song, np.stack([music(240.0, 44100)] * 2, axis=1), 44100, format="WAV", subtype="PCM_16")
+    opus = io.BytesIO()
+    sf.write(opus, music(30.0, 48000), 48000, format="OGG", subtype="OPUS")
+    uploads = {
+        "song.wav": song.getvalue(),  # about 42 MB: over the old 20 MB cap
+        "episode.m4a": encode(music(30.0, 44100), 44100, "ipod", "aac"),
+        "episode.opus": opus.getvalue(),
+        "episode.webm": encode(music(30.0, 48000), 48000, "webm", "libopus"),
+    }
+    info = httpx.get(f"{open_server}/model-info", timeout=10).json()
+    assert {"m4a", "opus"} <= set(info["limits"]["formats"])
+    for name, content in uploads.items():
+        for method in ("match", "triplet"):
+            response = httpx.post(
+                f"{open_server}/recommend",
+                files={"audio": (name, content, "application/octet-stream")},
+                data={"top_k": "5", "method": method},
+                timeout=120,
+            )
+            assert response.status_code == 200, f"{name}: {response.text}"
+            results = response.json()
+            assert len(results) == 5, name
+            assert all(0.0 <= r["offset_seconds"] <= r["duration_seconds"] for r in results), results

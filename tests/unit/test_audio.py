@@ -93,12 +93,10 @@ def test_truncated_file_is_reported_not_half_read(tmp_path: Path, rng, fmt, suff
     [("ipod", "aac", 44100), ("webm", "libopus", 48000), ("ipod", "alac", 44100)],
 )
 def test_formats_libsndfile_lacks_are_decoded_through_ffmpeg(tmp_path: Path, container, codec, rate):
-    from tests.signals import encode_with_ffmpeg
+    from bgmfit.audio import encode
 
     t = np.arange(3 * rate) / rate
-    content = encode_with_ffmpeg(
-        (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, container, codec
-    )
+    content = encode((0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, container, codec)
     path = tmp_path / "named_wrong.wav"  # judged by content, not by extension
     path.write_bytes(content)
     for source in (path, content):
@@ -117,9 +115,9 @@ def test_opus_in_ogg_is_read_by_libsndfile(tmp_path: Path):
 
 
 def test_media_ffmpeg_reads_but_that_is_not_accepted_audio_is_refused_by_name():
-    from tests.signals import encode_with_ffmpeg
+    from bgmfit.audio import encode
 
-    content = encode_with_ffmpeg(sine(440.0, 1.0), SR, "ipod", "aac")
+    content = encode(sine(440.0, 1.0), SR, "ipod", "aac")
     with pytest.raises(AudioDecodeError, match="truncated|not decodable") as cut:
         load_audio(content[: len(content) // 3], SR, name="cut.m4a")
     assert "cut.m4a" in str(cut.value)

@@ -270,3 +270,31 @@ def test_loudness_normalisation_reaches_its_target_and_leaves_silence_and_tiny_c
     silence, tiny = np.zeros(SR, dtype=np.float32), clip[: SR // 10]
     assert normalise_loudness(silence, SR, -23.0) is silence, "no loudness: nothing to divide by"
     assert normalise_loudness(tiny, SR, -23.0) is tiny, "shorter than one 400 ms gating block"
+
+
+def test_windows_cover_the_whole_file_and_spread_past_the_limit(features_params):
+    from bgmfit.features.windows import window_starts
+
+    params = features_params.model_copy(update=dict(window_hop_seconds=5.0, max_windows=8))
+    second = params.sample_rate
+    assert list(window_starts(4 * second, params)) == [0]  # shorter than a window: one, padded
+    assert list(window_starts(10 * second, params)) == [0]
+    assert list(window_starts(30 * second, params) / second) == [0, 5, 10, 15, 20]
+    # The tail is covered by one more window that ends with the file.
+    assert list(window_starts(32 * second, params) / second) == [0, 5, 10, 15, 20, 22]
+    spread = window_starts(3600 * second, params) / second
+    assert len(spread) == 8 and spread[0] == 0 and spread[-1] == 3590
+    np.testing.assert_allclose(np.diff(spread), 3590 / 7, atol=1 / second)
+
+
+def test_each_window_is_the_analysis_of_its_stretch_of_the_file(features_params):
+    from bgmfit.features.windows import analyse_windows
+
+    params = features_params.model_copy(update=dict(window_hop_seconds=5.0))
+    y = np.concatenate([harmonic_tone(220.0, 12.0), harmonic_tone(440.0, 13.0)])  # 25 s
+    windows = analyse_windows(y, params)
+    assert windows.fused.shape[0] == windows.mfcc_frames.shape[0] == 4 and abs(windows.duration - 25.0) < 1e-3
+    np.testing.assert_allclose(windows.offsets, [0, 5, 10, 15])
+    n = int(params.clip_seconds * SR)
+    np.testing.assert_allclose(windows.fused[3], analyse(y[15 * SR : 15 * SR + n], params).fused, atol=1e-5)
+    np.testing.assert_allclose(windows.fused[0], analyse(y, params).fused, atol=1e-5)

@@ -49,7 +49,7 @@ def test_an_index_from_a_bgmfit_with_other_feature_params_is_refused_in_one_line
     (tmp_path / "tracks.csv").write_text("track_id,style,role,work_id,split\n")
     old = {k: v for k, v in features_params.model_dump().items() if k != "loudness_lufs"}
     (tmp_path / "features.json").write_text(json.dumps(old))
-    for name in ("triplet.npy", "match_deep.npy"):
+    for name in ("triplet.npy", "match_deep.npy", "window_track.npy", "window_offset.npy"):
         np.save(tmp_path / name, np.zeros((0, 4), np.float32))
     (tmp_path / "stamp.json").write_text(json.dumps({"content_sha256": content_hash(tmp_path), "models": {}}))
     with pytest.raises(

@@ -14,34 +14,52 @@ from bgmfit.files import FEATURES
 
 #: The arrays a network can read, by the name of their file (``<kind>.npy``).
 INPUT_KINDS = ("fused", "mfcc_frames")
+#: Each window's track and start (seconds), and each track's duration (seconds).
+WINDOW_FILES = ("window_track.npy", "window_offset.npy", "duration.npy")
 
 
 @dataclass(frozen=True)
 class FeatureStore:
-    """Normalised features of every track, row-aligned with ``tracks``.
+    """Normalised features of every track and of every window of it.
+
+    Training and evaluation read one window per track (its first: a 10 s demo clip is exactly
+    one); the catalogue index reads them all.
 
     Attributes
     ----------
     fused:
-        ``(tracks, segments, columns)`` float32, method A's input.
+        ``(tracks, segments, columns)`` float32, method A's input: each track's first window.
     mfcc_frames:
-        ``(tracks, frames_n, n_mfcc)`` float32, method B's input.
+        ``(tracks, frames_n, n_mfcc)`` float32, method B's input: each track's first window.
     tracks:
         Manifest rows in array order.
     columns:
         The name of each fused column, from ``norm_stats.json``.
+    window_fused, window_frames:
+        The same, for every window of every track, track by track.
+    window_track:
+        ``(windows,)``: each window's track, a row of ``tracks``.
+    window_offset:
+        ``(windows,)``: where each window starts in its track, seconds.
+    duration:
+        ``(tracks,)``: each track's length, seconds.
     """
 
     fused: np.ndarray
     mfcc_frames: np.ndarray
     tracks: list[ManifestRow]
     columns: list[str]
+    window_fused: np.ndarray
+    window_frames: np.ndarray
+    window_track: np.ndarray
+    window_offset: np.ndarray
+    duration: np.ndarray
 
     @classmethod
     def load(cls, folder: Path = FEATURES) -> FeatureStore:
-        """Load ``fused.npy``, ``mfcc_frames.npy``, ``tracks.csv`` and the column names from ``folder``."""
-        needed = [folder / n for n in ("fused.npy", "mfcc_frames.npy", "tracks.csv", "norm_stats.json")]
-        missing = [str(p) for p in needed if not p.is_file()]
+        """Load what the ``features`` stage wrote to ``folder``."""
+        names = ("fused.npy", "mfcc_frames.npy", *WINDOW_FILES, "tracks.csv", "norm_stats.json")
+        missing = [str(folder / n) for n in names if not (folder / n).is_file()]
         if missing:
             raise BgmfitError(
                 f"missing {', '.join(missing)}; run the features stage first (dvc repro features)"
@@ -50,14 +68,30 @@ class FeatureStore:
         frames = _load_array(folder / "mfcc_frames.npy")
         tracks = read_manifest(folder / "tracks.csv")
         columns = NormStats.load(folder / "norm_stats.json").columns
-        if not fused.shape[0] == frames.shape[0] == len(tracks):
-            raise BgmfitError(f"{folder}: arrays and tracks.csv disagree in length; rerun the features stage")
+        track, offset, duration = _load_windows(folder, len(tracks))
+        if not fused.shape[0] == frames.shape[0] == track.size:
+            raise BgmfitError(
+                f"{folder}: the feature arrays and window_track.npy disagree in length; "
+                "rerun the features stage"
+            )
         if len(columns) != fused.shape[2]:
             raise BgmfitError(
                 f"{folder}: norm_stats.json names {len(columns)} columns but fused.npy has "
                 f"{fused.shape[2]}; rerun the features stage"
             )
-        return cls(fused, frames, tracks, columns)
+        first = np.searchsorted(track, np.arange(len(tracks)))
+        one_each = first.size == track.size  # then the first windows are all of them: no copy
+        return cls(
+            fused=fused if one_each else fused[first],
+            mfcc_frames=frames if one_each else frames[first],
+            tracks=tracks,
+            columns=columns,
+            window_fused=fused,
+            window_frames=frames,
+            window_track=track,
+            window_offset=offset,
+            duration=duration,
+        )
 
     def select(self, split: str | None = None, roles: tuple[str, ...] | None = None) -> np.ndarray:
         """Row indices of the tracks in ``split`` (all when ``None``) with one of ``roles``."""
@@ -90,6 +124,32 @@ class FeatureStore:
         if kind not in INPUT_KINDS:
             raise BgmfitError(f"unknown network input {kind!r}; expected one of {', '.join(INPUT_KINDS)}")
         return getattr(self, kind)
+
+    def window_inputs(self, kind: str) -> np.ndarray:
+        """:meth:`inputs` for every window of every track."""
+        return self.window_frames if self.inputs(kind) is self.mfcc_frames else self.window_fused
+
+    def windows_of(self, rows: np.ndarray) -> np.ndarray:
+        """The windows of the tracks in ``rows``, track by track in the order of ``rows``."""
+        starts = np.searchsorted(self.window_track, rows, side="left")
+        ends = np.searchsorted(self.window_track, rows, side="right")
+        return np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)]).astype(np.int64)
+
+
+def _load_windows(folder: Path, n_tracks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each window's track and offset and each track's duration, checked against the tracks."""
+    try:
+        track, offset, duration = (np.load(folder / name) for name in WINDOW_FILES)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BgmfitError(f"{folder}: not a readable window list ({exc}); rerun the features stage") from None
+    steps = np.diff(track)
+    ordered = track.size > 0 and track[0] == 0 and np.all((steps == 0) | (steps == 1))
+    if not ordered or track[-1] != n_tracks - 1 or offset.shape != track.shape or duration.size != n_tracks:
+        raise BgmfitError(
+            f"{folder}: the windows do not cover the {n_tracks} tracks of tracks.csv in order; "
+            "rerun the features stage"
+        )
+    return track.astype(np.int64), offset.astype(np.float32), duration.astype(np.float32)
 
 
 def _load_array(path: Path) -> np.ndarray:

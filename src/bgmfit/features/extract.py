@@ -18,18 +18,18 @@ from tqdm import tqdm
 from bgmfit.audio import load_audio
 from bgmfit.config import FeaturesParams
 from bgmfit.errors import AudioDecodeError
-from bgmfit.features.fusion import TrackFeatures, analyse
+from bgmfit.features.windows import TrackWindows, analyse_windows
 
 #: Bump when a feature's definition changes, so that cached results are not reused.
-FEATURES_VERSION = 7
+FEATURES_VERSION = 8
 
 
 @dataclass(frozen=True)
 class Extraction:
-    """The outcome for one file: features, or the reason it could not be read."""
+    """The outcome for one file: the features of its windows, or the reason it could not be read."""
 
     path: str
-    features: TrackFeatures | None
+    features: TrackWindows | None
     error: str | None
     cached: bool
 
@@ -48,7 +48,7 @@ def cache_key(content: bytes, digest: str) -> str:
 
 
 def extract_file(path: str, params: FeaturesParams) -> Extraction:
-    """Features of one audio file, read from the cache when its content was seen before.
+    """Features of every window of one audio file, read from the cache when its content was seen before.
 
     The file is read once: the same bytes give the cache key and, on a miss, the audio.
     """
@@ -61,17 +61,26 @@ def extract_file(path: str, params: FeaturesParams) -> Extraction:
     if cache_file.is_file():
         try:
             with np.load(cache_file) as stored:
-                return Extraction(path, TrackFeatures(stored["fused"], stored["mfcc_frames"]), None, True)
+                windows = TrackWindows(
+                    stored["fused"], stored["mfcc_frames"], stored["offsets"], float(stored["duration"])
+                )
+                return Extraction(path, windows, None, True)
         except (OSError, ValueError, KeyError):
             pass  # a torn cache entry is recomputed below and overwritten
     try:
-        y = load_audio(content, params.sample_rate, max_seconds=params.clip_seconds, name=path)
+        y = load_audio(content, params.sample_rate, name=path)
     except AudioDecodeError as exc:
         return Extraction(path, None, exc.reason, False)
-    features = analyse(y, params)
+    features = analyse_windows(y, params)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, fused=features.fused, mfcc_frames=features.mfcc_frames)
+    np.savez(
+        partial,
+        fused=features.fused,
+        mfcc_frames=features.mfcc_frames,
+        offsets=features.offsets,
+        duration=np.float64(features.duration),
+    )
     partial.replace(cache_file)  # atomic, so a killed run never leaves half a cache entry
     return Extraction(path, features, None, False)
 

@@ -2,10 +2,12 @@
 
 An index folder holds:
 
-- ``tracks.csv``: the catalogue tracks, in row order;
-- ``match_deep.npy``: method A's BGM-tower deep feature of every track;
-- ``triplet.npy``: method B's unit-length style embedding of every track;
-- ``triplet.faiss``: an HNSW index over those, for catalogues past ``index.ann_threshold``;
+- ``tracks.csv``: the catalogue tracks, in row order, with each one's duration;
+- ``window_track.npy``, ``window_offset.npy``: every window of every track (the track's row
+  and where the window starts, seconds), track by track;
+- ``match_deep.npy``: method A's BGM-tower deep feature of every window;
+- ``triplet.npy``: method B's unit-length style embedding of every window;
+- ``triplet.faiss``: an HNSW index over those, for catalogues past ``index.ann_threshold`` windows;
 - ``features.json`` and ``norm_stats.json``: how to turn new audio into the models' inputs;
 - ``stamp.json``: the registered model versions it was built from and the content hash of the rest.
 """
@@ -27,8 +29,17 @@ from bgmfit.errors import BgmfitError, ConfigError
 from bgmfit.features.fusion import NormStats
 from bgmfit.files import write_json
 
-TRACK_COLUMNS = ("track_id", "style", "role", "work_id", "split")
-_HASHED = ("tracks.csv", "match_deep.npy", "triplet.npy", "features.json", "norm_stats.json")
+TRACK_COLUMNS = ("track_id", "style", "role", "work_id", "split", "duration_seconds")
+_HASHED = (
+    "tracks.csv",
+    "window_track.npy",
+    "window_offset.npy",
+    "match_deep.npy",
+    "triplet.npy",
+    "features.json",
+    "norm_stats.json",
+)
+_ARRAYS = ("window_track", "window_offset", "match_deep", "triplet")
 
 
 class CosineIndex:
@@ -91,17 +102,20 @@ class CosineIndex:
 
 @dataclass
 class Catalogue:
-    """A loaded index folder."""
+    """A loaded index folder: tracks, and the embeddings of every window of each."""
 
     tracks: list[dict[str, str]]
-    match_deep: np.ndarray  # (tracks, embed_dim), method A's BGM tower
-    triplet: CosineIndex  # method B's style embeddings
+    window_track: np.ndarray  # (windows,) each window's row in tracks
+    window_offset: np.ndarray  # (windows,) where it starts in its track, seconds
+    match_deep: np.ndarray  # (windows, embed_dim), method A's BGM tower
+    triplet: CosineIndex  # (windows, embed_dim), method B's style embeddings
     features: FeaturesParams
     norm_stats: NormStats
     stamp: dict
 
     def __post_init__(self) -> None:
         self.row_of = {t["track_id"]: i for i, t in enumerate(self.tracks)}
+        self._first = np.searchsorted(self.window_track, np.arange(len(self.tracks) + 1))
 
     @property
     def bgm_rows(self) -> np.ndarray:
@@ -112,6 +126,40 @@ class Catalogue:
         """Registered model name -> the version the index was built from."""
         return {name: int(m["version"]) for name, m in self.stamp["models"].items()}
 
+    def windows(self, row: int) -> np.ndarray:
+        """The window indices of the track in ``row``."""
+        return np.arange(self._first[row], self._first[row + 1])
+
+    def windows_of(self, rows: np.ndarray) -> np.ndarray:
+        """The windows of every track in ``rows``, track by track."""
+        return np.concatenate([self.windows(int(r)) for r in rows]) if len(rows) else np.zeros(0, np.int64)
+
+    def style_of(self, row: int) -> np.ndarray:
+        """Method B's embedding of a whole catalogue track: its windows' mean, unit length."""
+        return unit_mean(self.triplet.vectors[self.windows(row)])
+
+    def nearest_tracks(
+        self, vector: np.ndarray, k: int, exclude: int | None = None
+    ) -> list[tuple[int, int, float]]:
+        """The ``k`` tracks with a window nearest to ``vector``: ``(track row, window, cosine distance)``.
+
+        A track's distance is its nearest window's, and that window is where to play it from.
+        """
+        wanted = k + (exclude is not None)
+        total = len(self.triplet.vectors)
+        probe = min(total, wanted * 4)
+        while True:
+            windows, distances = self.triplet.search(vector, probe)
+            best: dict[int, tuple[int, float]] = {}
+            for w, d in zip(windows[0], distances[0], strict=True):
+                track = int(self.window_track[w])
+                if track != exclude and track not in best:
+                    best[track] = (int(w), float(d))
+            if len(best) >= k or probe >= total:
+                break
+            probe = min(total, probe * 4)
+        return [(t, w, d) for t, (w, d) in list(best.items())[:k]]
+
     @classmethod
     def load(cls, folder: Path) -> Catalogue:
         """Load an index folder, checking that its content matches its stamp."""
@@ -121,9 +169,16 @@ class Catalogue:
         stamp = json.loads(stamp_path.read_text())
         if content_hash(folder) != stamp["content_sha256"]:
             raise BgmfitError(f"{folder}: files differ from stamp.json's content hash; rebuild the index")
+        features = _features_of(folder)
         with open(folder / "tracks.csv", newline="") as f:
             tracks = list(csv.DictReader(f))
-        triplet = np.load(folder / "triplet.npy")
+        try:
+            arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
+        except FileNotFoundError as exc:
+            raise BgmfitError(
+                f"{folder}: no {Path(exc.filename).name}; the index was written by another bgmfit, "
+                "rebuild it (dvc repro index)"
+            ) from None
         hnsw = None
         if (folder / "triplet.faiss").is_file():
             import faiss
@@ -131,9 +186,11 @@ class Catalogue:
             hnsw = faiss.read_index(str(folder / "triplet.faiss"))
         return cls(
             tracks=tracks,
-            match_deep=np.load(folder / "match_deep.npy"),
-            triplet=CosineIndex(triplet, hnsw, int(stamp.get("ef_search", 64))),
-            features=_features_of(folder),
+            window_track=arrays["window_track"],
+            window_offset=arrays["window_offset"],
+            match_deep=arrays["match_deep"],
+            triplet=CosineIndex(arrays["triplet"], hnsw, int(stamp.get("ef_search", 64))),
+            features=features,
             norm_stats=NormStats.load(folder / "norm_stats.json"),
             stamp=stamp,
         )
@@ -174,7 +231,7 @@ def build_catalogue(
     params: IndexParams,
     out: Path,
 ) -> dict:
-    """Embed every catalogue track (BGM and music, all splits) with the champions and write ``out``.
+    """Embed every window of every catalogue track (BGM and music, all splits) with the champions.
 
     Parameters
     ----------
@@ -191,10 +248,11 @@ def build_catalogue(
     rows = store.music()
     if rows.size == 0:
         raise BgmfitError("the catalogue is empty: the manifest has no bgm or music tracks")
-    match_deep = match_model.embed(
-        torch.from_numpy(store.inputs(match_model.input_kind)[rows]), "bgm"
-    ).numpy()
-    triplet = triplet_model(torch.from_numpy(store.inputs(triplet_model.input_kind)[rows])).numpy()
+    windows = store.windows_of(rows)
+    match_deep = _batched(
+        lambda x: match_model.embed(x, "bgm"), store.window_inputs(match_model.input_kind), windows
+    )
+    triplet = _batched(triplet_model, store.window_inputs(triplet_model.input_kind), windows)
     index = CosineIndex.build(triplet, params)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +260,11 @@ def build_catalogue(
         writer = csv.writer(f)
         writer.writerow(TRACK_COLUMNS)
         for i in rows:
-            writer.writerow([getattr(store.tracks[i], c) for c in TRACK_COLUMNS])
+            track = store.tracks[i]
+            writer.writerow([*(getattr(track, c) for c in TRACK_COLUMNS[:-1]), f"{store.duration[i]:.3f}"])
+    # Each window's track, renumbered to its row in this tracks.csv.
+    np.save(out / "window_track.npy", np.searchsorted(rows, store.window_track[windows]).astype(np.int64))
+    np.save(out / "window_offset.npy", store.window_offset[windows].astype(np.float32))
     np.save(out / "match_deep.npy", match_deep.astype(np.float32))
     np.save(out / "triplet.npy", triplet.astype(np.float32))
     if index.hnsw is not None:
@@ -214,6 +276,7 @@ def build_catalogue(
     stamp = {
         "models": champions,
         "tracks": int(rows.size),
+        "windows": int(windows.size),
         "bgm_tracks": int(sum(store.tracks[i].role == "bgm" for i in rows)),
         "search": index.kind,
         "ef_search": params.ef_search,
@@ -221,3 +284,18 @@ def build_catalogue(
     }
     write_json(out / "stamp.json", stamp)
     return stamp
+
+
+def unit_mean(vectors: np.ndarray) -> np.ndarray:
+    """The mean of ``(n, dim)`` vectors, scaled to unit length."""
+    mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def _batched(network, inputs: np.ndarray, rows: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """``network`` over ``inputs[rows]``, a batch at a time (a long catalogue does not fit at once)."""
+    parts = [
+        network(torch.from_numpy(np.ascontiguousarray(inputs[rows[i : i + batch]]))).numpy()
+        for i in range(0, len(rows), batch)
+    ]
+    return np.concatenate(parts)

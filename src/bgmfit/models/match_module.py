@@ -145,6 +145,15 @@ class MatchModule(L.LightningModule):
         logits = self.head(foreground_deep.repeat_interleave(n_bg, dim=0), bgm_deep.repeat(n_fg, 1))
         return torch.sigmoid(logits).reshape(n_fg, n_bg)
 
+    def query_fit(self, query_deep: torch.Tensor, bgm_deep: torch.Tensor) -> torch.Tensor:
+        """Fit ``(bgms,)`` of one query, given the deep features of its windows, with each BGM window.
+
+        The rule for a query of many windows: its mean fit over them. The query is heard whole,
+        one odd window (an intro, a pause) moves it little, and a shift of a second, which
+        changes each window a little, changes the mean less.
+        """
+        return self.fit_matrix(query_deep, bgm_deep).mean(dim=0)
+
     def _common_step(self, batch, stage: str) -> torch.Tensor:
         foreground, bgm, grade, foreground_row = batch
         logit = self.logit(foreground, bgm)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from bgmfit.audio import ACCEPTED_FORMATS, ACCEPTED_TEXT, load_audio, probe_audio
 from bgmfit.config import PackageParams
 from bgmfit.errors import AudioDecodeError, BgmfitError, UnsupportedAudioError
-from bgmfit.features.fusion import analyse
+from bgmfit.features.windows import analyse_windows
 from bgmfit.index import Catalogue
+from bgmfit.index.catalogue import unit_mean
 from bgmfit.networks import MATCH, TRIPLET
 
 METHODS = ("match", "triplet")
@@ -48,10 +49,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class Query:
-    """One piece of audio as the models see it: normalised fused matrix and MFCC frames."""
+    """One piece of audio as the models see it: the normalised inputs of each of its windows."""
 
-    fused: np.ndarray  # (n_segments, n_columns)
-    frames: np.ndarray | None  # (frames_n, frames_n_mfcc); None when only a fused array was sent
+    fused: np.ndarray  # (windows, n_segments, n_columns)
+    frames: np.ndarray | None  # (windows, frames_n, frames_n_mfcc); None when only a fused array was sent
 
 
 class Recommender:
@@ -108,7 +109,7 @@ class Recommender:
             )
 
     def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
-        """Check an upload against the limits, decode it and compute both models' inputs.
+        """Check an upload against the limits, decode it whole and compute both models' inputs, per window.
 
         The byte cap is checked first and the duration from the header next, so
         an oversized upload is never decoded; an empty one is refused by the header read.
@@ -122,15 +123,15 @@ class Recommender:
                     413,
                     f"{name}: {seconds:.1f} s is over the limit of {self.limits.max_audio_seconds:g} s",
                 )
-            audio = load_audio(content, features.sample_rate, max_seconds=features.clip_seconds, name=name)
+            audio = load_audio(content, features.sample_rate, name=name)
         except UnsupportedAudioError as exc:
             message = str(exc) if ACCEPTED_TEXT in str(exc) else f"{exc}; send {ACCEPTED_TEXT}"
             raise RequestError(415, message) from None
         except AudioDecodeError as exc:
             raise RequestError(400, str(exc)) from None
-        track = analyse(audio, features)
+        windows = analyse_windows(audio, features)
         norm = self.catalogue.norm_stats
-        return Query(norm.normalise_fused(track.fused), norm.normalise_frames(track.mfcc_frames))
+        return Query(norm.normalise_fused(windows.fused), norm.normalise_frames(windows.mfcc_frames))
 
     def query_from_fused(self, fused) -> Query:
         """Check a normalised fused feature array sent by a client."""
@@ -145,7 +146,7 @@ class Recommender:
             )
         if not np.all(np.isfinite(array)):
             raise RequestError(422, "features: contains NaN or infinite values")
-        return Query(array, None)
+        return Query(array[None], None)
 
     def check_top_k(self, top_k: int) -> int:
         """``top_k`` if it is within 1..max_top_k."""
@@ -169,7 +170,12 @@ class Recommender:
 
     @torch.no_grad()
     def style_embedding(self, query: Query) -> np.ndarray:
-        """Method B's unit-length embedding ``(embed_dim,)`` of a query."""
+        """Method B's unit-length embedding ``(embed_dim,)`` of a query: its windows' mean, unit length.
+
+        The mean (a centroid on the sphere) rather than, say, the nearest window of each
+        catalogue track: a style is what the windows share, and the mean moves least when
+        the query starts a second later or carries a different intro.
+        """
         if self.triplet_model.input_kind == "mfcc_frames":
             if query.frames is None:
                 raise RequestError(
@@ -180,7 +186,7 @@ class Recommender:
             inputs = query.frames
         else:
             inputs = query.fused
-        return self.triplet_model(torch.from_numpy(inputs[None])).numpy()[0]
+        return unit_mean(self.triplet_model(torch.from_numpy(inputs)).numpy())
 
     def recommend(self, query: Query, method: str = "match", top_k: int = 10) -> list[dict]:
         """The catalogue tracks that best fit (``match``) or most resemble (``triplet``) the query.
@@ -188,17 +194,18 @@ class Recommender:
         ``match`` ranks the catalogue's BGM by method A's predicted fit; ``triplet``
         ranks all catalogue music by ascending cosine distance of method B's
         embeddings. Each result has ``track_id``, ``style``, ``score`` (fit, or
-        1 - distance / 2) and ``distance`` (cosine, in that method's space).
+        1 - distance / 2), ``distance`` (cosine, in that method's space) and
+        ``offset_seconds``: where the best window of the track starts, to play it from.
         """
         if method not in METHODS:
             raise RequestError(422, f"method must be one of {', '.join(METHODS)}, got {method!r}")
         top_k = self.check_top_k(top_k)
         if method == "match":
-            fits, distances = self._fits(query.fused, self._bgm_rows)
-            order = np.argsort(-fits, kind="stable")[:top_k]
-            return [self._result(self._bgm_rows[i], fits[i], distances[i]) for i in order]
-        rows, distances = self.catalogue.triplet.search(self.style_embedding(query), top_k)
-        return [self._result(r, 1.0 - d / 2.0, d) for r, d in zip(rows[0], distances[0], strict=True)]
+            fits = self._fits(query.fused, self._bgm_rows)
+            order = np.argsort(-fits[0], kind="stable")[:top_k]
+            return [self._result(self._bgm_rows[i], *(column[i] for column in fits)) for i in order]
+        nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k)
+        return [self._result(r, 1.0 - d / 2.0, d, w) for r, w, d in nearest]
 
     def match(self, query: Query, track_ids: list[str]) -> list[dict]:
         """Method A's graded fit of the query with each named catalogue track, in the order given."""
@@ -207,8 +214,8 @@ class Recommender:
         if len(track_ids) > self.limits.max_top_k:
             raise RequestError(422, f"track_ids: at most {self.limits.max_top_k} ids per request")
         rows = np.array([self._row(t) for t in track_ids], dtype=np.int64)
-        fits, distances = self._fits(query.fused, rows)
-        return [self._result(r, f, d) for r, f, d in zip(rows, fits, distances, strict=True)]
+        fits = self._fits(query.fused, rows)
+        return [self._result(r, *(column[i] for column in fits)) for i, r in enumerate(rows)]
 
     def similar(self, track_id: str | None = None, query: Query | None = None, top_k: int = 10) -> list[dict]:
         """Catalogue music nearest (method B, ascending cosine distance) to a catalogue track or a query.
@@ -220,13 +227,10 @@ class Recommender:
         top_k = self.check_top_k(top_k)
         if track_id is not None:
             own = self._row(track_id)
-            rows, distances = self.catalogue.triplet.search(self.catalogue.triplet.vectors[own], top_k + 1)
-            keep = rows[0] != own
-            pairs = list(zip(rows[0][keep], distances[0][keep], strict=True))[:top_k]
+            nearest = self.catalogue.nearest_tracks(self.catalogue.style_of(own), top_k, exclude=own)
         else:
-            rows, distances = self.catalogue.triplet.search(self.style_embedding(query), top_k)
-            pairs = list(zip(rows[0], distances[0], strict=True))
-        return [self._result(r, 1.0 - d / 2.0, d) for r, d in pairs]
+            nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k)
+        return [self._result(r, 1.0 - d / 2.0, d, w) for r, w, d in nearest]
 
     def model_info(self) -> dict:
         """Model versions, the index's hash and size, and the limits."""
@@ -239,6 +243,7 @@ class Recommender:
             "index": {
                 "content_sha256": stamp["content_sha256"],
                 "tracks": stamp["tracks"],
+                "windows": stamp["windows"],
                 "bgm_tracks": stamp["bgm_tracks"],
                 "search": stamp["search"],
             },
@@ -246,20 +251,35 @@ class Recommender:
                 "max_upload_bytes": self.limits.max_upload_bytes,
                 "max_audio_seconds": self.limits.max_audio_seconds,
                 "max_top_k": self.limits.max_top_k,
-                "analysed_seconds": self.catalogue.features.clip_seconds,
+                "window_seconds": self.catalogue.features.clip_seconds,
+                "window_hop_seconds": self.catalogue.features.window_hop_seconds,
+                "max_windows": self.catalogue.features.max_windows,
                 "fused_shape": list(self.fused_shape),
                 "formats": list(ACCEPTED_FORMATS),
             },
         }
 
     @torch.no_grad()
-    def _fits(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        foreground = torch.from_numpy(self.foreground_deep(fused[None]))
-        candidates = torch.from_numpy(self.catalogue.match_deep[rows])
-        distances = 1.0 - F.cosine_similarity(foreground, candidates, dim=1)
-        return self.match_model.fit_matrix(foreground, candidates)[0].numpy(), distances.numpy()
+    def _fits(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Method A's fit of a query's windows with the tracks in ``rows``: ``(fit, distance, window)`` each.
 
-    def _result(self, row: int, score: float, distance: float) -> dict:
+        A BGM window's fit with the query is :meth:`MatchModule.query_fit` (the mean over the
+        query's windows). A track's fit is its best window's, and that window is where an editor
+        should start playing it.
+        """
+        foreground = torch.from_numpy(self.foreground_deep(fused))
+        windows = self.catalogue.windows_of(rows)
+        candidates = torch.from_numpy(self.catalogue.match_deep[windows])
+        fit = self.match_model.query_fit(foreground, candidates).numpy()
+        distance = (
+            (1.0 - F.cosine_similarity(foreground[:, None], candidates[None], dim=2)).numpy().mean(axis=0)
+        )
+        track = np.repeat(np.arange(len(rows)), [len(self.catalogue.windows(int(r))) for r in rows])
+        order = np.lexsort((-fit, track))
+        best = order[np.searchsorted(track[order], np.arange(len(rows)))]
+        return fit[best], distance[best], windows[best]
+
+    def _result(self, row: int, score: float, distance: float, window: int) -> dict:
         track = self.catalogue.tracks[int(row)]
         return {
             "track_id": track["track_id"],
@@ -267,6 +287,8 @@ class Recommender:
             "role": track["role"],
             "score": round(float(score), 6),
             "distance": round(float(distance), 6),
+            "offset_seconds": round(float(self.catalogue.window_offset[int(window)]), 2),
+            "duration_seconds": round(float(track["duration_seconds"]), 2),
         }
 
 

@@ -2,7 +2,9 @@
 
 Writes ``metrics/match.json`` and ``metrics/triplet.json`` (DVC metrics), the
 plots under ``plots/`` (DVC plots), and logs both to the MLflow run of the
-model that was evaluated.
+model that was evaluated. Each metrics file also holds the method's invariance
+(:mod:`bgmfit.evaluation.invariance`): held-out queries decoded from ``data/raw``
+and answered again under +6 dB, -6 dB, an MP3 re-encode and a 1 s later start.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import mlflow
 
-from bgmfit.config import EvaluateParams, load_params
+from bgmfit.config import EvaluateParams, FeaturesParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.evaluation import plots
+from bgmfit.evaluation.invariance import measure_invariance
 from bgmfit.evaluation.scoring import (
     match_metrics,
     match_reliability,
@@ -23,20 +26,27 @@ from bgmfit.evaluation.scoring import (
     score_triplet,
     triplet_metrics,
 )
-from bgmfit.files import FEATURES, METRICS, MODELS, PLOTS, read_json, write_json
+from bgmfit.features.fusion import NormStats
+from bgmfit.files import FEATURES, METRICS, MODELS, PLOTS, RAW, read_json, write_json
 from bgmfit.models.match_module import MatchModule
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.networks import MATCH, TRIPLET
+from bgmfit.stages import worker_count
 from bgmfit.tracking.runs import use_tracking_store
 
 
 def main(params_path: Path) -> None:
-    """``bgmfit evaluate``: reads ``params.yaml: evaluate``."""
-    run(load_params("evaluate", EvaluateParams, params_path))
+    """``bgmfit evaluate``: reads ``params.yaml: evaluate`` and ``features`` (to analyse queries anew)."""
+    run(
+        load_params("evaluate", EvaluateParams, params_path),
+        load_params("features", FeaturesParams, params_path),
+    )
 
 
 def run(
     params: EvaluateParams,
+    features: FeaturesParams,
+    raw_dir: Path = RAW,
     features_dir: Path = FEATURES,
     models_dir: Path = MODELS,
     metrics_dir: Path = METRICS,
@@ -57,9 +67,22 @@ def run(
         triplet = score_triplet(store, triplet_model, params.seed)
     except ValueError as exc:
         raise BgmfitError(f"evaluate: {exc}") from None
+    invariance = measure_invariance(
+        store,
+        NormStats.load(features_dir / "norm_stats.json"),
+        match_model,
+        triplet_model,
+        features,
+        raw_dir,
+        params.invariance_queries,
+        params.seed,
+        worker_count(params.workers),
+    )
 
     match_result, match_per_style = match_metrics(match)
     triplet_result, triplet_per_style = triplet_metrics(triplet)
+    match_result["invariance"] = invariance["match"]
+    triplet_result["invariance"] = invariance["triplet"]
 
     fits = match.relevance.ravel() > 0
     match_plots = plots.curves(plots_dir, fits, {k: v.ravel() for k, v in match.scores.items()})
@@ -119,4 +142,13 @@ def _report(match: dict, triplet: dict) -> None:
     lines += [line(n, match[n], keys_a) for n in ("model", "baseline_cosine", "baseline_random")]
     lines += ["evaluate: method B (triplet style) on held-out works"]
     lines += [line(n, triplet[n], keys_b) for n in ("model", "baseline_cosine", "baseline_random")]
+    for name, block in (("A", match["invariance"]), ("B", triplet["invariance"])):
+        changes = [k for k, v in block.items() if isinstance(v, dict)]
+        cells = "  ".join(
+            f"{c} {block[c]['top1_unchanged']:.3f}/{block[c]['top10_overlap']:.3f}" for c in changes
+        )
+        lines.append(
+            f"evaluate: method {name} invariance (top-1 unchanged/top-10 overlap, {block['queries']} queries)"
+        )
+        lines.append(f"  {cells}")
     print("\n".join(lines), file=sys.stderr)

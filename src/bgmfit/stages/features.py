@@ -1,10 +1,13 @@
 """``features`` stage: fused matrices (method A) and MFCC frames (method B) for every track.
 
-Outputs under ``data/features/``:
+Every file is analysed in windows (``features.window_hop_seconds``, ``max_windows``; see
+:mod:`bgmfit.features.windows`). Outputs under ``data/features/``:
 
-- ``fused.npy``: (tracks, n_segments, columns) float32, normalised;
-- ``mfcc_frames.npy``: (tracks, frames_n, frames_n_mfcc) float32, normalised;
-- ``tracks.csv``: the manifest rows in array order;
+- ``fused.npy``: (windows, n_segments, columns) float32, normalised;
+- ``mfcc_frames.npy``: (windows, frames_n, frames_n_mfcc) float32, normalised;
+- ``window_track.npy``, ``window_offset.npy``: each window's track (its row in ``tracks.csv``)
+  and start, seconds; ``duration.npy``: each track's length, seconds;
+- ``tracks.csv``: the manifest rows, in track order;
 - ``norm_stats.json``: the training-split statistics, for serving new audio.
 """
 
@@ -62,9 +65,10 @@ def run(
     kept = [(row, result.features) for row, result in zip(rows, results, strict=True) if result.features]
     if not kept:
         raise BgmfitError("features: no track could be decoded")
-    fused = np.stack([f.fused for _, f in kept])
-    frames = np.stack([f.mfcc_frames for _, f in kept])
-    train = np.array([row.split == "train" for row, _ in kept])
+    fused = np.concatenate([f.fused for _, f in kept])
+    frames = np.concatenate([f.mfcc_frames for _, f in kept])
+    track = np.concatenate([np.full(len(f.offsets), i, dtype=np.int32) for i, (_, f) in enumerate(kept)])
+    train = np.array([kept[i][0].split == "train" for i in track])
     if not train.any():
         raise BgmfitError("features: no track is in the train split; normalisation needs training data")
     stats = NormStats.fit(params, fused[train], frames[train])
@@ -72,11 +76,15 @@ def run(
     fresh_dir(out_dir)
     np.save(out_dir / "fused.npy", stats.normalise_fused(fused))
     np.save(out_dir / "mfcc_frames.npy", stats.normalise_frames(frames))
+    np.save(out_dir / "window_track.npy", track)
+    np.save(out_dir / "window_offset.npy", np.concatenate([f.offsets for _, f in kept]).astype(np.float32))
+    np.save(out_dir / "duration.npy", np.array([f.duration for _, f in kept], dtype=np.float32))
     write_manifest([row for row, _ in kept], out_dir / "tracks.csv")
     stats.save(out_dir / "norm_stats.json")
     cached = sum(1 for r in results if r.cached)
     summary = {
         "tracks": len(kept),
+        "windows": int(track.size),
         "computed": len(results) - cached - len(failed),
         "cached": cached,
         "skipped_files": len(failed),

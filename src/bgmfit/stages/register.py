@@ -21,13 +21,15 @@ from bgmfit.tracking.runs import dvc_output_hash
 
 KNOWN_LIMITS = {
     "match": [
-        "Only the first {seconds:g} s of each side are analysed (features.n_segments x segment_seconds).",
+        "Audio is heard in windows of {seconds:g} s (features.n_segments x segment_seconds); a long "
+        "query is their mean fit, a long BGM its best window's. Training saw each track's first window.",
         "Fit grades come from structure (same work 1.0, same style 0.5, other 0.0), not from listeners.",
         "Trained on the demo corpus (General MIDI renders of public-domain scores and eSpeak NG narration) "
         "unless fetch points at your own catalogue; expect a domain gap on studio recordings.",
     ],
     "triplet": [
-        "Uses the first features.frames_n MFCC frames only, so it hears timbre and texture, not form.",
+        "Each window gives the first features.frames_n MFCC frames only, so it hears timbre and texture, "
+        "not form; a long file is the mean of its windows' embeddings.",
         "Styles that differ mostly in metre (reel, jig, hornpipe, slip jig) are the hardest to separate.",
         "Trained on the demo corpus unless fetch points at your own catalogue.",
     ],
@@ -59,7 +61,16 @@ def run(
         )
         metrics = read_json(metrics_dir / f"{network.key}.json", "run the evaluate stage first (dvc repro)")
         card = model_card(network, training, metrics, clip_seconds)
-        decision = register_candidate(network, training, store, threshold, params.margin, card)
+        invariance = metrics.get("invariance", {}).get("min_top1_unchanged")
+        decision = register_candidate(
+            network,
+            training,
+            store,
+            threshold,
+            params.margin,
+            card,
+            invariance=(invariance, params.invariance_threshold) if invariance is not None else None,
+        )
         decisions[network.key] = {
             "model": decision.name,
             "version": int(decision.version),
@@ -119,6 +130,18 @@ def model_card(network: Network, training: dict, metrics: dict, seconds: float) 
         "|---|" + "---|" * len(scorers),
     ]
     lines += [f"| {k} | " + " | ".join(f"{metrics[s][k]:.4f}" for s in scorers) + " |" for k in keys]
+    if "invariance" in metrics:
+        block = metrics["invariance"]
+        changes = [k for k, v in block.items() if isinstance(v, dict)]
+        lines += [
+            "",
+            f"## Invariance ({block['queries']} held-out queries, decoded and changed, then answered again)",
+            "| change | top-1 unchanged | top-10 overlap |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {block[c]['top1_unchanged']:.3f} | {block[c]['top10_overlap']:.3f} |" for c in changes
+        ]
     lines += ["", "## Params", "| param | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
     lines += ["", "## Known limits"]

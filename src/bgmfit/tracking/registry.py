@@ -89,6 +89,7 @@ def register_candidate(
     threshold: float,
     margin: float,
     card: str,
+    invariance: tuple[float, float] | None = None,
 ) -> GateDecision:
     """Register a training run's logged model and pass it through the gate.
 
@@ -109,6 +110,9 @@ def register_candidate(
         The stage's ``training.json``: ``run_id``, ``model_uri`` and ``weights_sha256``.
     card:
         The model card's Markdown body; a header with the version and gate outcome is added.
+    invariance:
+        ``(the candidate's least top-1 unchanged over the evaluated changes, its threshold)``;
+        below the threshold a candidate stays ``@challenger``, whatever its other scores.
     """
     mlflow_client = client()
     run_id, weights = training["run_id"], training.get("weights_sha256")
@@ -141,10 +145,14 @@ def register_candidate(
             incompatible = f"cannot be loaded ({exc})"
         if incompatible is None:
             champion_score = gate_score(network, champion_model, store)
-    promote = score >= threshold and (champion_score is None or score >= champion_score + margin)
+    steady = invariance is None or invariance[0] >= invariance[1]
+    promote = steady and score >= threshold and (champion_score is None or score >= champion_score + margin)
     alias = CHAMPION if promote else CHALLENGER
 
     tags = {"gate_metric": network.metric, "gate_score": f"{score:.6f}", "threshold": str(threshold)}
+    if invariance is not None:
+        tags["invariance_min_top1"] = f"{invariance[0]:.4f}"
+        tags["invariance_threshold"] = str(invariance[1])
     if champion_score is not None:
         tags["champion_score"] = f"{champion_score:.6f}"
     if incompatible:
@@ -154,7 +162,7 @@ def register_candidate(
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(network.name, version, key, value)
     header = _card_header(
-        network, version, alias, score, threshold, champion, champion_score, margin, incompatible
+        network, version, alias, score, threshold, champion, champion_score, margin, incompatible, invariance
     )
     mlflow_client.update_model_version(network.name, version, description=header + card)
     mlflow_client.log_text(run_id, header + card, f"model_card/{network.name}-v{version}.md")
@@ -187,7 +195,7 @@ def _decision_of(network: Network, version) -> GateDecision:
 
 
 def _card_header(
-    network, version, alias, score, threshold, champion, champion_score, margin, incompatible
+    network, version, alias, score, threshold, champion, champion_score, margin, incompatible, invariance
 ) -> str:
     if incompatible:
         against = (
@@ -198,10 +206,16 @@ def _card_header(
         against = "there was no champion before it"
     else:
         against = f"the champion then, v{champion.version}, scored {champion_score:.4f} on the same split"
+    steadiness = ""
+    if invariance is not None:
+        held = "meets" if invariance[0] >= invariance[1] else "is below, so it cannot be champion:"
+        steadiness = (
+            f" Least top-1 unchanged under the invariance changes {invariance[0]:.3f} {held} {invariance[1]}."
+        )
     return (
         f"# {network.name} v{version}\n\n"
         f"**Gate: `@{alias}`.** {network.metric_label} {score:.4f}; threshold {threshold}, "
-        f"margin {margin}; {against}.\n\n"
+        f"margin {margin}; {against}.{steadiness}\n\n"
     )
 
 
