@@ -29,6 +29,15 @@ def _table(rows: dict[str, dict], keys: list[str], first: str) -> list[str]:
     return lines
 
 
+def _invariance(a: dict, b: dict) -> list[str]:
+    changes = [k for k, v in a.items() if isinstance(v, dict)]
+    return [
+        f"| {c} | {a[c]['top1_unchanged']:.3f} | {a[c]['top10_overlap']:.3f} | "
+        f"{b[c]['top1_unchanged']:.3f} | {b[c]['top10_overlap']:.3f} |"
+        for c in changes
+    ]
+
+
 def render() -> str:
     """The whole of docs/results.md."""
     fetch, features, register = _load("fetch"), _load("features"), _load("register")
@@ -75,6 +84,17 @@ def render() -> str:
         "Per style (the model):",
         "",
         *_table(triplet["per_style"], list(next(iter(triplet["per_style"].values()))), "style"),
+        "",
+        "## Invariance: the same answers from another copy of the same audio",
+        "",
+        "Held-out queries decoded from their files and answered again after each change (method A: "
+        "foregrounds and narration ranking every BGM; method B: music ranking all other music).",
+        "",
+        "| change | A: top-1 unchanged | A: top-10 overlap | B: top-1 unchanged | B: top-10 overlap |",
+        "|---|---|---|---|---|",
+        *_invariance(match["invariance"], triplet["invariance"]),
+        "",
+        f"Queries: {match['invariance']['queries']} (A), {triplet['invariance']['queries']} (B).",
         "",
         "## The registry gate",
         "",

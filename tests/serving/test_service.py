@@ -21,7 +21,7 @@ from bgmfit.index import Catalogue
 from bgmfit.serving.recommender import Limits, Recommender
 from bgmfit.tracking.logged import load_version
 from tests.integration.helpers import environment
-from tests.system import free_port, local_server
+from tests.system import debian_program, free_port, local_server
 
 pytestmark = pytest.mark.slow
 
@@ -439,3 +439,19 @@ def test_a_4_minute_wav_song_an_m4a_and_an_opus_file_are_answered_with_offsets(o
             results = response.json()
             assert len(results) == 5, name
             assert all(0.0 <= r["offset_seconds"] <= r["duration_seconds"] for r in results), results
+
+
+def test_real_recordings_are_answered_and_keep_their_top_1_through_the_service(open_server):
+    """30 s excerpts of recordings no one here wrote, through `bentoml serve`, as they are and changed."""
+    from scripts.real_invariance import excerpts, measure
+
+    from tests.integration.test_real_recordings import MUSIC
+
+    if debian_program(MUSIC, "singularity-music") is None:
+        pytest.skip("Debian's singularity-music is not installed, and installing it needs root and apt-get")
+    clips = excerpts(MUSIC, 30.0, 32)  # all 13 files of the package
+    table = measure(open_server, clips)  # every request answered 200, or it raises
+    print(json.dumps(table, indent=1))
+    for method, changes in table.items():
+        for change, figures in changes.items():
+            assert figures["held"] >= 0.9, (method, change, figures)
