@@ -79,11 +79,7 @@ def load_audio(
         frames = -1 if max_seconds is None else int(round(max_seconds * f.samplerate))
         expected = f.frames if frames < 0 else min(frames, f.frames)
         try:
-            blocks = (
-                _mono(block, label)
-                for block in f.blocks(_BLOCK_FRAMES, frames=frames, dtype="float32", always_2d=True)
-            )
-            mono, decoded = _resampled(blocks, f.samplerate, sample_rate)
+            mono, decoded = _resampled(_sndfile_blocks(f, frames, label), f.samplerate, sample_rate)
         except (RuntimeError, ValueError) as exc:
             raise AudioDecodeError(label, f"not decodable as audio ({_short_reason(exc)})") from None
         native_rate = f.samplerate
@@ -133,6 +129,21 @@ def _open(source: str | Path | bytes, name: str | None) -> tuple[str, io.BytesIO
     if path.stat().st_size == 0:
         raise AudioDecodeError(label, "empty file (0 bytes)")
     return label, str(path)
+
+
+def _sndfile_blocks(f: sf.SoundFile, frames: int, label: str):
+    """Mono blocks: up to ``frames`` frames, or all when negative (an MP3 header only estimates).
+
+    Not ``SoundFile.blocks``: on a short read (a truncated file) it yields its whole
+    preallocated buffer, uninitialised memory included, so a cut file would look complete.
+    """
+    left = frames if frames >= 0 else float("inf")
+    while left > 0:
+        block = f.read(int(min(_BLOCK_FRAMES, left)), dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            return
+        left -= block.shape[0]
+        yield _mono(block, label)
 
 
 def _mono(block: np.ndarray, label: str) -> np.ndarray:
