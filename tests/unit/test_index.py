@@ -58,3 +58,13 @@ def test_an_index_from_a_bgmfit_with_other_feature_params_is_refused_in_one_line
         r"features\.loudness_lufs\); rebuild the index",
     ):
         Catalogue.load(tmp_path)
+
+
+def test_the_windows_of_tracks_come_track_by_track_with_their_owner():
+    from bgmfit.data.store import windows_of
+
+    window_track = np.array([0, 0, 0, 1, 2, 2])  # track 0: three windows, 1: one, 2: two
+    windows, owner = windows_of(window_track, np.array([2, 0]))
+    assert windows.tolist() == [4, 5, 0, 1, 2] and owner.tolist() == [0, 0, 1, 1, 1]
+    empty, nobody = windows_of(window_track, np.array([], dtype=np.int64))
+    assert empty.size == 0 and nobody.size == 0

@@ -131,9 +131,22 @@ class FeatureStore:
 
     def windows_of(self, rows: np.ndarray) -> np.ndarray:
         """The windows of the tracks in ``rows``, track by track in the order of ``rows``."""
-        starts = np.searchsorted(self.window_track, rows, side="left")
-        ends = np.searchsorted(self.window_track, rows, side="right")
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)]).astype(np.int64)
+        return windows_of(self.window_track, rows)[0]
+
+
+def windows_of(window_track: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of the tracks in ``rows``, and for each the position in ``rows`` of its track.
+
+    ``window_track`` gives each window's track, track by track (as the ``features`` stage and
+    the index write them).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.searchsorted(window_track, rows, side="left")
+    counts = np.searchsorted(window_track, rows, side="right") - starts
+    owner = np.repeat(np.arange(rows.size), counts)
+    # Each window is its track's first window plus its place among that track's windows.
+    place = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    return (np.repeat(starts, counts) + place).astype(np.int64), owner
 
 
 def _load_windows(folder: Path, n_tracks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

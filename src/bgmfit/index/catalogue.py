@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bgmfit.config import FeaturesParams, IndexParams, params_from_dict
-from bgmfit.data.store import FeatureStore
+from bgmfit.data.store import FeatureStore, windows_of
 from bgmfit.errors import BgmfitError, ConfigError
 from bgmfit.features.fusion import NormStats
 from bgmfit.files import write_json
@@ -115,7 +115,6 @@ class Catalogue:
 
     def __post_init__(self) -> None:
         self.row_of = {t["track_id"]: i for i, t in enumerate(self.tracks)}
-        self._first = np.searchsorted(self.window_track, np.arange(len(self.tracks) + 1))
 
     @property
     def bgm_rows(self) -> np.ndarray:
@@ -126,17 +125,13 @@ class Catalogue:
         """Registered model name -> the version the index was built from."""
         return {name: int(m["version"]) for name, m in self.stamp["models"].items()}
 
-    def windows(self, row: int) -> np.ndarray:
-        """The window indices of the track in ``row``."""
-        return np.arange(self._first[row], self._first[row + 1])
-
-    def windows_of(self, rows: np.ndarray) -> np.ndarray:
-        """The windows of every track in ``rows``, track by track."""
-        return np.concatenate([self.windows(int(r)) for r in rows]) if len(rows) else np.zeros(0, np.int64)
+    def windows_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The windows of the tracks in ``rows``, and the position in ``rows`` of each one's track."""
+        return windows_of(self.window_track, rows)
 
     def style_of(self, row: int) -> np.ndarray:
         """Method B's embedding of a whole catalogue track: its windows' mean, unit length."""
-        return unit_mean(self.triplet.vectors[self.windows(row)])
+        return unit_mean(self.triplet.vectors[self.windows_of(np.array([row]))[0]])
 
     def nearest_tracks(
         self, vector: np.ndarray, k: int, exclude: int | None = None

@@ -107,7 +107,7 @@ class RequestGuard:
             f"({self.max_bytes / 2**20:g} MiB, package.max_upload_mb)",
         )
 
-    def _check_headers(self, headers: dict[bytes, bytes]) -> _FileFieldWatch | None:
+    def _check_headers(self, headers: dict[bytes, bytes]) -> _FileFieldWatch | _UrlencodedWatch | None:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.strip().isdigit():
@@ -117,7 +117,7 @@ class RequestGuard:
         kind, options = parse_options_header(headers.get(b"content-type", b""))
         if kind == b"application/x-www-form-urlencoded" and self.file_fields:
             # A urlencoded form can only carry text, and BentoML would fetch a file field's text as a URL.
-            return _UrlencodedWatch(self.file_fields)  # type: ignore[return-value]
+            return _UrlencodedWatch(self.file_fields)
         if kind != b"multipart/form-data":
             return None
         boundary = options.get(b"boundary")

@@ -96,6 +96,7 @@ class Recommender:
         features = catalogue.features
         self.fused_shape = (features.n_segments, len(catalogue.norm_stats.columns))
         self._bgm_rows = catalogue.bgm_rows
+        self._bgm_windows = catalogue.windows_of(self._bgm_rows)  # once: /recommend ranks them all
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -268,13 +269,12 @@ class Recommender:
         should start playing it.
         """
         foreground = torch.from_numpy(self.foreground_deep(fused))
-        windows = self.catalogue.windows_of(rows)
+        windows, track = self._bgm_windows if rows is self._bgm_rows else self.catalogue.windows_of(rows)
         candidates = torch.from_numpy(self.catalogue.match_deep[windows])
         fit = self.match_model.query_fit(foreground, candidates).numpy()
         distance = (
             (1.0 - F.cosine_similarity(foreground[:, None], candidates[None], dim=2)).numpy().mean(axis=0)
         )
-        track = np.repeat(np.arange(len(rows)), [len(self.catalogue.windows(int(r))) for r in rows])
         order = np.lexsort((-fit, track))
         best = order[np.searchsorted(track[order], np.arange(len(rows)))]
         return fit[best], distance[best], windows[best]
