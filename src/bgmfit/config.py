@@ -71,6 +71,33 @@ class FetchParams(Section):
         return self
 
 
+class AugmentParams(Section):
+    """``features.augment``: seeded copies of each training track, as other copies of it would sound."""
+
+    copies: StrictInt = Field(ge=0, le=16, description="augmented copies per training track; 0 for none")
+    seed: StrictInt = Field(description="with each file's content hash, seeds its copies")
+    gain_db: Number = Field(ge=0, le=24, description="gain drawn from +-this, dB")
+    tilt_db: Number = Field(
+        ge=0, le=12, description="EQ tilt: low shelf +t, high shelf -t, t from +-this, dB"
+    )
+    snr_db: tuple[Number, Number] = Field(description="additive noise at an SNR drawn from [low, high], dB")
+    reverb_probability: Number = Field(ge=0, le=1, description="share of copies with a short room reverb")
+    max_offset_seconds: Number = Field(ge=0, le=10, description="copies start up to this much later")
+    codecs: tuple[Literal["none", "mp3", "vorbis"], ...] = Field(
+        min_length=1, description="each copy is re-encoded with one of these, drawn evenly"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> AugmentParams:
+        low, high = self.snr_db
+        _check(
+            0 <= low <= high <= 80,
+            "augment.snr_db",
+            f"must be [low, high] in 0..80 dB, got {list(self.snr_db)}",
+        )
+        return self
+
+
 class FeaturesParams(Section):
     """``features``: the fused matrix (method A) and the MFCC frames (method B)."""
 
@@ -90,6 +117,7 @@ class FeaturesParams(Section):
     max_windows: StrictInt = Field(
         ge=1, le=10000, description="past this many, windows spread evenly over the file"
     )
+    augment: AugmentParams
     workers: Workers
     cache_dir: StrictStr = Field(description="per-track cache, keyed by content hash and these params")
 
@@ -301,7 +329,10 @@ def _describe(section: str, cls: type[Section], error: dict) -> str:
 
 def _bounds(cls: type[Section], field: str) -> str:
     """A field's allowed range as the messages write it: ``0..1``, ``[0, 1)``, ``>= 2``."""
-    metadata = cls.model_fields[field].metadata
+    *parents, name = field.split(".")
+    for parent in parents:  # a nested section, e.g. features.augment
+        cls = cls.model_fields[parent].annotation
+    metadata = cls.model_fields[name].metadata
     rules = {k: v for rule in metadata for k in _SIGNS if (v := getattr(rule, k, None)) is not None}
     low = next((k for k in ("ge", "gt") if k in rules), None)
     high = next((k for k in ("le", "lt") if k in rules), None)

@@ -118,6 +118,10 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     np.save(folder / "window_track.npy", np.arange(len(rows), dtype=np.int32))
     np.save(folder / "window_offset.npy", np.zeros(len(rows), dtype=np.float32))
     np.save(folder / "duration.npy", np.full(len(rows), 10.0, dtype=np.float32))
+    # No augmented copies.
+    np.save(folder / "copies_fused.npy", np.zeros((0, 10, 101), dtype=np.float32))
+    np.save(folder / "copies_mfcc_frames.npy", np.zeros((0, 32, 20), dtype=np.float32))
+    np.save(folder / "copies_track.npy", np.zeros(0, dtype=np.int32))
     write_manifest(rows, folder / "tracks.csv")
     # Column names as the features stage writes them, for those `train_match.agreement` names.
     keys = [f"key_corr_{k}" for k in tonality.KEYS]

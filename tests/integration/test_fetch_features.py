@@ -163,3 +163,24 @@ def test_work_given_two_splits_is_refused(tmp_path: Path):
     result = bgmfit(tmp_path, "fetch")
     assert result.returncode == 2
     assert "work 'wx' is in split 'test' here but 'train' on line 14" in result.stderr
+
+
+def test_training_tracks_and_only_they_have_augmented_copies(demo_project: Path):
+    from bgmfit.data.store import FeatureStore
+
+    store = FeatureStore.load(demo_project / "data/features")
+    params = load_params("features", FeaturesParams, demo_project / "params.yaml")
+    train = store.select("train")
+    assert params.augment.copies >= 1
+    assert sorted(store.copies_track.tolist()) == sorted(np.repeat(train, params.augment.copies).tolist())
+    assert store.copies_fused.shape[1:] == store.fused.shape[1:]
+    assert store.copies_frames.shape[1:] == store.mfcc_frames.shape[1:]
+    # A copy is the same music changed, not another track: nearer its own track than most others.
+    flat = store.fused.reshape(len(store.tracks), -1)
+    for copy, own in zip(
+        store.copies_fused.reshape(len(store.copies_track), -1), store.copies_track, strict=True
+    ):
+        distances = np.linalg.norm(flat - copy, axis=1)
+        assert (distances < distances[own]).mean() < 0.25
+    summary = json.loads((demo_project / "metrics/features.json").read_text())
+    assert summary["augmented_copies"] == len(store.copies_track)

@@ -107,6 +107,22 @@ def test_frames_n_cannot_exceed_the_analysed_audio(features_params):
         params_from_dict("features", FeaturesParams, values)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"gain_db": 30}, r"features\.augment\.gain_db: must be in 0\.\.24, got 30"),
+        ({"snr_db": [40, 20]}, r"features\.augment\.snr_db: must be \[low, high\] in 0\.\.80 dB"),
+        ({"codecs": ["aac"]}, r"features\.augment\.codecs: must be one of none, mp3, vorbis, got 'aac'"),
+        ({"colour": 1}, r"unknown key features\.augment\.colour"),
+    ],
+)
+def test_a_bad_augmentation_key_is_named_with_its_section(features_params, change, message):
+    values = features_params.model_dump()
+    values["augment"] = values["augment"] | change
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict("features", FeaturesParams, values)
+
+
 def test_missing_file_and_section_are_reported(tmp_path: Path):
     with pytest.raises(ConfigError, match="not found"):
         load_params("fetch", FetchParams, tmp_path / "nope.yaml")

@@ -298,3 +298,38 @@ def test_each_window_is_the_analysis_of_its_stretch_of_the_file(features_params)
     n = int(params.clip_seconds * SR)
     np.testing.assert_allclose(windows.fused[3], analyse(y[15 * SR : 15 * SR + n], params).fused, atol=1e-5)
     np.testing.assert_allclose(windows.fused[0], analyse(y, params).fused, atol=1e-5)
+
+
+def test_augmented_copies_are_seeded_by_content_and_change_the_audio(features_params):
+    from bgmfit.features.augment import augmented_copies
+
+    params = features_params.augment.model_copy(update=dict(copies=6))
+    clip = harmonic_tone(220.0, 10.0) + 0.3 * click_track(100.0, 10.0)
+    first = augmented_copies(clip, SR, params, "ab" * 16)
+    again = augmented_copies(clip, SR, params, "ab" * 16)
+    other = augmented_copies(clip, SR, params, "cd" * 16)
+    assert len(first) == 6
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)  # the same file always gets the same copies
+    assert any(a.size != b.size or not np.allclose(a, b) for a, b in zip(first, other, strict=True))
+    for copy in first:
+        assert copy.dtype == np.float32 and np.all(np.isfinite(copy)) and np.abs(copy).max() <= 1.0
+        # Up to max_offset_seconds later, and never longer than the original.
+        assert clip.size - params.max_offset_seconds * SR - 0.05 * SR <= copy.size <= clip.size + 0.05 * SR
+        n = min(copy.size, clip.size)
+        assert not np.allclose(copy[:n], clip[:n], atol=1e-3)
+    none = params.model_copy(update=dict(copies=0))
+    assert augmented_copies(clip, SR, none, "ab" * 16) == []
+
+
+def test_each_codec_of_the_augmentation_decodes_back(features_params):
+    from bgmfit.features.augment import augmented_copies
+
+    clip = harmonic_tone(330.0, 4.0)
+    for codec in ("none", "mp3", "vorbis"):
+        params = features_params.augment.model_copy(
+            update=dict(copies=1, codecs=(codec,), max_offset_seconds=0.0)
+        )
+        (copy,) = augmented_copies(clip, SR, params, "0f" * 16)
+        assert abs(copy.size - clip.size) < 0.05 * SR, codec
+        assert np.corrcoef(copy[:SR], clip[:SR])[0, 1] > 0.5, codec  # still the same tone, roughly aligned

@@ -68,3 +68,29 @@ def test_the_windows_of_tracks_come_track_by_track_with_their_owner():
     assert windows.tolist() == [4, 5, 0, 1, 2] and owner.tolist() == [0, 0, 1, 1, 1]
     empty, nobody = windows_of(window_track, np.array([], dtype=np.int64))
     assert empty.size == 0 and nobody.size == 0
+
+
+def test_each_training_row_is_drawn_as_itself_or_one_of_its_copies_evenly():
+    from bgmfit.data.store import FeatureStore
+
+    n, shape = 4, (0, 2, 3)
+    store = FeatureStore(
+        fused=np.zeros((n, 2, 3), np.float32),
+        mfcc_frames=np.zeros((n, 5, 2), np.float32),
+        tracks=[None] * n,  # type: ignore[list-item]
+        columns=["a", "b", "c"],
+        window_fused=np.zeros((n, 2, 3), np.float32),
+        window_frames=np.zeros((n, 5, 2), np.float32),
+        window_track=np.arange(n),
+        window_offset=np.zeros(n, np.float32),
+        duration=np.full(n, 10.0, np.float32),
+        copies_fused=np.ones((3, 2, 3), np.float32),
+        copies_frames=np.ones((3, 5, 2), np.float32),
+        copies_track=np.array([2, 0, 2]),  # track 0 has one copy (row 5), track 2 two (rows 4 and 6)
+    )
+    assert store.training_inputs("fused").shape == (n + 3, 2, 3) and shape[1:] == (2, 3)
+    picked = store.pick_copies(np.repeat([0, 1, 2], 3000), np.random.default_rng(0)).reshape(3, -1)
+    assert set(picked[0]) == {0, 5} and set(picked[1]) == {1} and set(picked[2]) == {2, 4, 6}
+    for row, options in ((0, 2), (2, 3)):
+        counts = np.unique(picked[row if row == 0 else 2], return_counts=True)[1]
+        assert np.all(np.abs(counts / 3000 - 1 / options) < 0.04)

@@ -2,6 +2,8 @@
 
 Training samples are redrawn every epoch from a generator seeded by the seed
 and the epoch number, so a resumed run sees the same data as an unbroken one.
+Each training track is drawn as itself or one of its augmented copies
+(``features.augment``), evenly.
 Validation uses every held-out track at once, as the evaluation ranks them.
 """
 
@@ -43,6 +45,7 @@ class PairDataModule(L.LightningDataModule):
     def __init__(self, store: FeatureStore, batch_size: int, seed: int) -> None:
         super().__init__()
         self.store, self.batch_size, self.seed = store, batch_size, seed
+        self.train_fused = store.training_inputs("fused")
         for split in ("train", "val"):
             if sample_pairs(store, split, np.random.default_rng(0))[0].size == 0:
                 raise BgmfitError(
@@ -52,9 +55,10 @@ class PairDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, rng: np.random.Generator, shuffle: bool) -> DataLoader:
         pairs, grades = sample_pairs(self.store, split, rng)
+        pairs = self.store.pick_copies(pairs.ravel(), rng).reshape(pairs.shape)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return DataLoader(
-            PairDataset(self.store.fused, pairs, grades),
+            PairDataset(self.train_fused, pairs, grades),
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=generator,
@@ -111,8 +115,10 @@ class TripletDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.features = store.inputs(input_kind)
+        self.train_features = store.training_inputs(input_kind)
         self.style_names = sorted({t.style for t in store.tracks})
         self.style_ids = np.array([self.style_names.index(t.style) for t in store.tracks], dtype=np.int64)
+        self.train_style_ids = np.concatenate([self.style_ids, self.style_ids[store.copies_track]])
         self.store = store
         self.shape = (styles_per_batch, tracks_per_style, batches_per_epoch)
         self.seed = seed
@@ -125,17 +131,20 @@ class TripletDataModule(L.LightningDataModule):
         except ValueError as exc:
             raise BgmfitError(f"train_triplet: {split} split: {exc}") from None
 
-    def _loader(self, batches: list[np.ndarray]) -> DataLoader:
-        # batch_size=None: each dataset item already is a batch.
-        return DataLoader(StyleBatchDataset(self.features, self.style_ids, batches), batch_size=None)
-
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0
-        return self._loader(self._batches("train", self.shape[2], np.random.default_rng([self.seed, epoch])))
+        rng = np.random.default_rng([self.seed, epoch])
+        batches = [self.store.pick_copies(b, rng) for b in self._batches("train", self.shape[2], rng)]
+        # batch_size=None: each dataset item already is a batch.
+        return DataLoader(
+            StyleBatchDataset(self.train_features, self.train_style_ids, batches), batch_size=None
+        )
 
     def val_dataloader(self) -> DataLoader:
         # One batch of the whole val catalogue, so that checkpoint selection ranks the
         # way the evaluation does (MAP@10 over every held-out track). Drawing a batch
         # first checks that the split has triplets at all.
         self._batches("val", 1, np.random.default_rng(0))
-        return self._loader([self.store.music("val")])
+        return DataLoader(
+            StyleBatchDataset(self.features, self.style_ids, [self.store.music("val")]), batch_size=None
+        )

@@ -16,6 +16,8 @@ from bgmfit.files import FEATURES
 INPUT_KINDS = ("fused", "mfcc_frames")
 #: Each window's track and start (seconds), and each track's duration (seconds).
 WINDOW_FILES = ("window_track.npy", "window_offset.npy", "duration.npy")
+#: Augmented copies of training tracks: their fused matrices, MFCC frames, and whose copies they are.
+COPY_FILES = ("copies_fused.npy", "copies_mfcc_frames.npy", "copies_track.npy")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class FeatureStore:
         ``(windows,)``: where each window starts in its track, seconds.
     duration:
         ``(tracks,)``: each track's length, seconds.
+    copies_fused, copies_frames, copies_track:
+        The first window of each augmented copy of a training track, and its track's row.
     """
 
     fused: np.ndarray
@@ -54,11 +58,14 @@ class FeatureStore:
     window_track: np.ndarray
     window_offset: np.ndarray
     duration: np.ndarray
+    copies_fused: np.ndarray
+    copies_frames: np.ndarray
+    copies_track: np.ndarray
 
     @classmethod
     def load(cls, folder: Path = FEATURES) -> FeatureStore:
         """Load what the ``features`` stage wrote to ``folder``."""
-        names = ("fused.npy", "mfcc_frames.npy", *WINDOW_FILES, "tracks.csv", "norm_stats.json")
+        names = ("fused.npy", "mfcc_frames.npy", *WINDOW_FILES, *COPY_FILES, "tracks.csv", "norm_stats.json")
         missing = [str(folder / n) for n in names if not (folder / n).is_file()]
         if missing:
             raise BgmfitError(
@@ -79,6 +86,12 @@ class FeatureStore:
                 f"{folder}: norm_stats.json names {len(columns)} columns but fused.npy has "
                 f"{fused.shape[2]}; rerun the features stage"
             )
+        copies_fused, copies_frames = (_load_array(folder / name) for name in COPY_FILES[:2])
+        copies_track = np.load(folder / COPY_FILES[2]).astype(np.int64)
+        if not copies_fused.shape[0] == copies_frames.shape[0] == copies_track.size or (
+            copies_track.size and not 0 <= copies_track.min() <= copies_track.max() < len(tracks)
+        ):
+            raise BgmfitError(f"{folder}: the augmented copies' arrays disagree; rerun the features stage")
         first = np.searchsorted(track, np.arange(len(tracks)))
         one_each = first.size == track.size  # then the first windows are all of them: no copy
         return cls(
@@ -91,6 +104,9 @@ class FeatureStore:
             window_track=track,
             window_offset=offset,
             duration=duration,
+            copies_fused=copies_fused,
+            copies_frames=copies_frames,
+            copies_track=copies_track,
         )
 
     def select(self, split: str | None = None, roles: tuple[str, ...] | None = None) -> np.ndarray:
@@ -128,6 +144,24 @@ class FeatureStore:
     def window_inputs(self, kind: str) -> np.ndarray:
         """:meth:`inputs` for every window of every track."""
         return self.window_frames if self.inputs(kind) is self.mfcc_frames else self.window_fused
+
+    def training_inputs(self, kind: str) -> np.ndarray:
+        """:meth:`inputs`, then the augmented copies' (rows past ``len(tracks)``, see :meth:`pick_copies`)."""
+        copies = self.copies_frames if self.inputs(kind) is self.mfcc_frames else self.copies_fused
+        return np.concatenate([self.inputs(kind), copies]) if len(copies) else self.inputs(kind)
+
+    def pick_copies(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each track row as itself or one of its copies, evenly: rows of :meth:`training_inputs`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.copies_track.size == 0:
+            return rows
+        order = np.argsort(self.copies_track, kind="stable")
+        owned = self.copies_track[order]
+        starts = np.searchsorted(owned, rows, side="left")
+        counts = np.searchsorted(owned, rows, side="right") - starts
+        choice = np.floor(rng.random(rows.size) * (counts + 1)).astype(np.int64)  # 0: the original
+        copy = order[np.minimum(starts + choice - 1, owned.size - 1)] + len(self.tracks)
+        return np.where(choice > 0, copy, rows)
 
     def windows_of(self, rows: np.ndarray) -> np.ndarray:
         """The windows of the tracks in ``rows``, track by track in the order of ``rows``."""

@@ -18,6 +18,8 @@ from tqdm import tqdm
 from bgmfit.audio import load_audio
 from bgmfit.config import FeaturesParams
 from bgmfit.errors import AudioDecodeError
+from bgmfit.features.augment import augmented_copies
+from bgmfit.features.fusion import analyse
 from bgmfit.features.windows import TrackWindows, analyse_windows
 
 #: Bump when a feature's definition changes, so that cached results are not reused.
@@ -26,20 +28,34 @@ FEATURES_VERSION = 8
 
 @dataclass(frozen=True)
 class Extraction:
-    """The outcome for one file: the features of its windows, or the reason it could not be read."""
+    """The outcome for one file: the features of its windows, or the reason it could not be read.
+
+    ``cached`` says whether the features came from the cache. ``copies`` holds, when asked
+    for, the first window of each augmented copy (:mod:`bgmfit.features.augment`), one per
+    row; ``copies_computed`` says whether they had to be made now.
+    """
 
     path: str
     features: TrackWindows | None
     error: str | None
     cached: bool
+    copies: TrackWindows | None = None
+    copies_computed: bool = False
 
 
 @cache
 def params_digest(params: FeaturesParams) -> str:
-    """Hash of everything that changes a track's features (not workers or the cache folder)."""
-    relevant = params.model_dump(exclude={"workers", "cache_dir"})
+    """Hash of everything that changes a track's features (not workers, the cache folder or augmentation)."""
+    relevant = params.model_dump(exclude={"workers", "cache_dir", "augment"})
     blob = json.dumps({"version": FEATURES_VERSION, **relevant}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@cache
+def augment_digest(params: FeaturesParams) -> str:
+    """Hash of everything that changes a track's augmented copies."""
+    blob = json.dumps({"features": params_digest(params), **params.augment.model_dump()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cache_key(content: bytes, digest: str) -> str:
@@ -47,10 +63,37 @@ def cache_key(content: bytes, digest: str) -> str:
     return f"{hashlib.sha256(content).hexdigest()[:32]}-{digest}"
 
 
-def extract_file(path: str, params: FeaturesParams) -> Extraction:
+def _read_cached(cache_file: Path) -> TrackWindows | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file) as stored:
+            return TrackWindows(
+                stored["fused"], stored["mfcc_frames"], stored["offsets"], float(stored["duration"])
+            )
+    except (OSError, ValueError, KeyError):
+        return None  # a torn cache entry is recomputed and overwritten
+
+
+def _write_cached(cache_file: Path, windows: TrackWindows) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(
+        partial,
+        fused=windows.fused,
+        mfcc_frames=windows.mfcc_frames,
+        offsets=windows.offsets,
+        duration=np.float64(windows.duration),
+    )
+    partial.replace(cache_file)  # atomic, so a killed run never leaves half a cache entry
+
+
+def extract_file(path: str, params: FeaturesParams, augment: bool = False) -> Extraction:
     """Features of every window of one audio file, read from the cache when its content was seen before.
 
-    The file is read once: the same bytes give the cache key and, on a miss, the audio.
+    With ``augment``, also the first window of each of ``params.augment.copies`` augmented
+    copies, cached apart (a change of the augmentation leaves the originals cached). The file
+    is read once: the same bytes give the cache keys and, on a miss, the audio.
     """
     try:
         content = Path(path).read_bytes()
@@ -58,31 +101,34 @@ def extract_file(path: str, params: FeaturesParams) -> Extraction:
         return Extraction(path, None, f"cannot read file ({exc.strerror})", False)
     key = cache_key(content, params_digest(params))
     cache_file = Path(params.cache_dir) / key[:2] / f"{key}.npz"
-    if cache_file.is_file():
+    copies_file = None
+    if augment and params.augment.copies > 0:
+        copies_key = cache_key(content, augment_digest(params))
+        copies_file = Path(params.cache_dir) / copies_key[:2] / f"{copies_key}.copies.npz"
+    features = _read_cached(cache_file)
+    copies = _read_cached(copies_file) if copies_file else None
+    cached, copies_computed = features is not None, copies_file is not None and copies is None
+    if not cached or copies_computed:
         try:
-            with np.load(cache_file) as stored:
-                windows = TrackWindows(
-                    stored["fused"], stored["mfcc_frames"], stored["offsets"], float(stored["duration"])
-                )
-                return Extraction(path, windows, None, True)
-        except (OSError, ValueError, KeyError):
-            pass  # a torn cache entry is recomputed below and overwritten
-    try:
-        y = load_audio(content, params.sample_rate, name=path)
-    except AudioDecodeError as exc:
-        return Extraction(path, None, exc.reason, False)
-    features = analyse_windows(y, params)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(
-        partial,
-        fused=features.fused,
-        mfcc_frames=features.mfcc_frames,
-        offsets=features.offsets,
-        duration=np.float64(features.duration),
-    )
-    partial.replace(cache_file)  # atomic, so a killed run never leaves half a cache entry
-    return Extraction(path, features, None, False)
+            y = load_audio(content, params.sample_rate, name=path)
+        except AudioDecodeError as exc:
+            return Extraction(path, None, exc.reason, False)
+        if features is None:
+            features = analyse_windows(y, params)
+            _write_cached(cache_file, features)
+        if copies_file is not None and copies is None:
+            versions = augmented_copies(y, params.sample_rate, params.augment, key)
+            first = [
+                analyse(v[: int(round(params.clip_seconds * params.sample_rate))], params) for v in versions
+            ]
+            copies = TrackWindows(
+                np.stack([f.fused for f in first]),
+                np.stack([f.mfcc_frames for f in first]),
+                np.zeros(len(first), np.float32),
+                features.duration,
+            )
+            _write_cached(copies_file, copies)
+    return Extraction(path, features, None, cached, copies, copies_computed)
 
 
 def _init_worker() -> None:
@@ -92,12 +138,16 @@ def _init_worker() -> None:
     threadpool_limits(1)
 
 
-def _extract_job(job: tuple[str, FeaturesParams]) -> Extraction:
+def _extract_job(job: tuple[str, FeaturesParams, bool]) -> Extraction:
     return extract_file(*job)
 
 
 def extract_many(
-    paths: list[str], params: FeaturesParams, workers: int, desc: str = "features"
+    paths: list[str],
+    params: FeaturesParams,
+    workers: int,
+    desc: str = "features",
+    augment: list[bool] | None = None,
 ) -> Iterator[Extraction]:
     """Extract every file, in input order, with a progress bar on stderr.
 
@@ -109,8 +159,10 @@ def extract_many(
         The ``features`` params.
     workers:
         Processes to use; 1 runs in this process.
+    augment:
+        Per path, whether to make its augmented copies too (the training tracks); none by default.
     """
-    jobs = [(p, params) for p in paths]
+    jobs = [(p, params, a) for p, a in zip(paths, augment or [False] * len(paths), strict=True)]
     bar = tqdm(total=len(jobs), desc=desc, unit="track", file=sys.stderr, disable=None)
     if workers <= 1:
         _init_worker()
