@@ -61,7 +61,21 @@ def synthetic_store(features: FeaturesParams) -> FeatureStore:
     n = len(tracks)
     fused = rng.standard_normal((n, features.n_segments, len(columns))).astype(np.float32)
     frames = rng.standard_normal((n, features.frames_n, features.frames_n_mfcc)).astype(np.float32)
-    return FeatureStore(fused, frames, tracks, columns)
+    # One window per track (10 s clips) and no augmented copies.
+    return FeatureStore(
+        fused=fused,
+        mfcc_frames=frames,
+        tracks=tracks,
+        columns=columns,
+        window_fused=fused,
+        window_frames=frames,
+        window_track=np.arange(n),
+        window_offset=np.zeros(n, np.float32),
+        duration=np.full(n, 10.0, np.float32),
+        copies_fused=fused[:0],
+        copies_frames=frames[:0],
+        copies_track=np.zeros(0, np.int64),
+    )
 
 
 def fit_seconds(make_module, datamodule, batches: int, accelerator: str, logger) -> float:
