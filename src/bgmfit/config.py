@@ -153,6 +153,9 @@ class TrainerParams(Section):
     min_epochs: StrictInt = Field(ge=0)
     patience: StrictInt = Field(ge=1, description="epochs without improvement of the monitored metric")
     gradient_clip: Number = Field(ge=0, description="gradient norm clip; 0 disables it")
+    # Weight of the instance term: each training track's augmented copy must be nearer its own
+    # track than any other track of the batch (InfoNCE); 0 leaves it out. Needs features.augment.
+    instance_weight: Number = Field(ge=0, description="weight of the copy-to-its-own-track term")
     resume: StrictBool = Field(description="continue the checkpoint folder's last.ckpt (and its MLflow run)")
     accelerator: StrictStr = Field(description="cpu | gpu | auto")
     devices: StrictInt = Field(ge=1)

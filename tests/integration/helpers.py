@@ -87,8 +87,11 @@ def bgmfit(folder: Path, *args: str) -> subprocess.CompletedProcess:
 STYLES, WORKS = ("calm", "lively", "dark"), 6
 
 
-def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
-    """Fused matrices and MFCC frames where each style has its own mean, as the features stage writes them."""
+def write_synthetic_store(folder: Path, rng: np.random.Generator, copies: bool = False) -> Path:
+    """Fused matrices and MFCC frames where each style has its own mean, as the features stage writes them.
+
+    With ``copies``, each training track also has one augmented copy: itself plus a little noise.
+    """
     rows, fused, frames = [], [], []
     for s, style in enumerate(STYLES):
         for w in range(WORKS):
@@ -118,10 +121,11 @@ def write_synthetic_store(folder: Path, rng: np.random.Generator) -> Path:
     np.save(folder / "window_track.npy", np.arange(len(rows), dtype=np.int32))
     np.save(folder / "window_offset.npy", np.zeros(len(rows), dtype=np.float32))
     np.save(folder / "duration.npy", np.full(len(rows), 10.0, dtype=np.float32))
-    # No augmented copies.
-    np.save(folder / "copies_fused.npy", np.zeros((0, 10, 101), dtype=np.float32))
-    np.save(folder / "copies_mfcc_frames.npy", np.zeros((0, 32, 20), dtype=np.float32))
-    np.save(folder / "copies_track.npy", np.zeros(0, dtype=np.int32))
+    owners = np.array([i for i, r in enumerate(rows) if copies and r.split == "train"], dtype=np.int32)
+    for name, array in (("copies_fused.npy", fused), ("copies_mfcc_frames.npy", frames)):
+        originals = np.array(array, dtype=np.float32)[owners]
+        np.save(folder / name, originals + rng.normal(0, 0.1, originals.shape).astype(np.float32))
+    np.save(folder / "copies_track.npy", owners)
     write_manifest(rows, folder / "tracks.csv")
     # Column names as the features stage writes them, for those `train_match.agreement` names.
     keys = [f"key_corr_{k}" for k in tonality.KEYS]

@@ -22,7 +22,7 @@ from bgmfit.models.triplet_module import TripletModule
 from bgmfit.stages import train_match, train_triplet
 from bgmfit.tracking.runs import tracking_uri
 from bgmfit.training import stage_run, train
-from tests.integration.helpers import bgmfit, write_params
+from tests.integration.helpers import bgmfit, write_params, write_synthetic_store
 from tests.signals import REPO
 
 pytestmark = pytest.mark.slow
@@ -44,6 +44,23 @@ def test_fast_dev_run_trains_both_networks(project: Path):
         trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False)
         trainer.fit(module, datamodule=data)
         assert trainer.global_step == 1
+
+
+def test_the_instance_term_trains_on_two_copies_of_each_track(tmp_path: Path, rng):
+    store = FeatureStore.load(write_synthetic_store(tmp_path / "features", rng, copies=True))
+    assert store.copies_track.size > 0
+    match = MatchModule(101, 8, 1, 3, 8, 8, False, 0.0, 1e-3, 0.0, instance_weight=1.0)
+    triplet = TripletModule(32 * 20, 16, 8, 0.0, 0.2, "semi-hard", 1e-3, 0.0, instance_weight=1.0)
+    for module, data in (
+        (match, PairDataModule(store, batch_size=8, seed=0, two_views=True)),
+        (triplet, TripletDataModule(store, "mfcc_frames", 3, 3, 2, seed=0, two_views=True)),
+    ):
+        trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False)
+        trainer.fit(module, datamodule=data)
+        # Two copies of one track are not yet nearer each other than other tracks: the term is
+        # well above zero, and the total loss carries it.
+        instance = float(trainer.callback_metrics["train/instance_loss"])
+        assert instance > 0.1 and float(trainer.callback_metrics["train/loss"]) > instance
 
 
 def test_val_ranking_metrics_are_the_evaluations_over_every_val_pair(project: Path):

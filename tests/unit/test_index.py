@@ -70,11 +70,11 @@ def test_the_windows_of_tracks_come_track_by_track_with_their_owner():
     assert empty.size == 0 and nobody.size == 0
 
 
-def test_each_training_row_is_drawn_as_itself_or_one_of_its_copies_evenly():
+def _store_with_copies():
     from bgmfit.data.store import FeatureStore
 
-    n, shape = 4, (0, 2, 3)
-    store = FeatureStore(
+    n = 4
+    return FeatureStore(
         fused=np.zeros((n, 2, 3), np.float32),
         mfcc_frames=np.zeros((n, 5, 2), np.float32),
         tracks=[None] * n,  # type: ignore[list-item]
@@ -88,9 +88,49 @@ def test_each_training_row_is_drawn_as_itself_or_one_of_its_copies_evenly():
         copies_frames=np.ones((3, 5, 2), np.float32),
         copies_track=np.array([2, 0, 2]),  # track 0 has one copy (row 5), track 2 two (rows 4 and 6)
     )
-    assert store.training_inputs("fused").shape == (n + 3, 2, 3) and shape[1:] == (2, 3)
+
+
+def test_each_training_row_is_drawn_as_itself_or_one_of_its_copies_evenly():
+    store = _store_with_copies()
+    assert store.training_inputs("fused").shape == (4 + 3, 2, 3)
     picked = store.pick_copies(np.repeat([0, 1, 2], 3000), np.random.default_rng(0)).reshape(3, -1)
     assert set(picked[0]) == {0, 5} and set(picked[1]) == {1} and set(picked[2]) == {2, 4, 6}
     for row, options in ((0, 2), (2, 3)):
-        counts = np.unique(picked[row if row == 0 else 2], return_counts=True)[1]
+        counts = np.unique(picked[row], return_counts=True)[1]
         assert np.all(np.abs(counts / 3000 - 1 / options) < 0.04)
+
+
+def test_two_views_are_two_different_copies_of_the_same_track():
+    store = _store_with_copies()
+    rows = np.repeat([0, 1, 2], 3000)
+    first, second = store.two_views(rows, np.random.default_rng(0))
+    # The first view is drawn exactly as pick_copies draws it.
+    assert np.array_equal(first, store.pick_copies(rows, np.random.default_rng(0)))
+    owner = {0: 0, 1: 1, 2: 2, 3: 3, 4: 2, 5: 0, 6: 2}
+    assert all(owner[a] == owner[b] == r for a, b, r in zip(first, second, rows, strict=True))
+    has_copies = rows != 1
+    assert np.all(first[has_copies] != second[has_copies]) and np.all(second[~has_copies] == 1)
+    # Where the first view is the original, the second is each of its copies evenly.
+    seconds = second[(rows == 2) & (first == 2)]
+    assert set(seconds) == {4, 6} and abs(np.mean(seconds == 4) - 0.5) < 0.05
+
+
+def test_the_instance_term_is_low_when_each_copy_is_nearest_its_own_track():
+    import torch
+
+    from bgmfit.models.mining import instance_loss
+
+    torch.manual_seed(0)
+    tracks = torch.arange(16)
+    views = torch.nn.functional.normalize(torch.randn(16, 8), dim=1)
+    near = instance_loss(views, views + 0.01 * torch.randn(16, 8), tracks)
+    shuffled = instance_loss(views, views[torch.randperm(16)], tracks)
+    assert near < 0.1 < 1.0 < shuffled
+    # A track drawn twice into the batch is not its own negative: two identical rows cost
+    # what one does.
+    twice = torch.cat([views[:1], views])
+    assert torch.isclose(
+        instance_loss(twice, twice, torch.cat([tracks[:1], tracks])),
+        instance_loss(views, views, tracks),
+        atol=0.05,
+    )

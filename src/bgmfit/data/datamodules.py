@@ -3,7 +3,8 @@
 Training samples are redrawn every epoch from a generator seeded by the seed
 and the epoch number, so a resumed run sees the same data as an unbroken one.
 Each training track is drawn as itself or one of its augmented copies
-(``features.augment``), evenly.
+(``features.augment``), evenly; with ``two_views``, each training item also carries a second,
+different copy of the same track, for the networks' instance term.
 Validation uses every held-out track at once, as the evaluation ranks them.
 """
 
@@ -23,28 +24,41 @@ from bgmfit.errors import BgmfitError
 class PairDataset(Dataset):
     """``(foreground fused, bgm fused, grade, foreground row)`` for fixed pairs of rows.
 
-    The row groups a foreground's pairs, so that validation can rank its BGMs.
+    The row groups a foreground's pairs, so that validation can rank its BGMs. With
+    ``views`` (the second copy of each pair's two tracks, and their track rows), each item
+    also has ``(foreground's second copy, bgm's second copy, foreground track, bgm track)``.
     """
 
-    def __init__(self, fused: np.ndarray, pairs: np.ndarray, grades: np.ndarray) -> None:
+    def __init__(
+        self,
+        fused: np.ndarray,
+        pairs: np.ndarray,
+        grades: np.ndarray,
+        views: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         self.fused = torch.from_numpy(fused)
         self.pairs = pairs
         self.grades = torch.from_numpy(grades)
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int):
         foreground, bgm = self.pairs[index]
-        return self.fused[foreground], self.fused[bgm], self.grades[index], foreground
+        item = (self.fused[foreground], self.fused[bgm], self.grades[index], foreground)
+        if self.views is None:
+            return item
+        (fg_view, bgm_view), (fg_track, bgm_track) = self.views[0][index], self.views[1][index]
+        return (*item, self.fused[fg_view], self.fused[bgm_view], fg_track, bgm_track)
 
 
 class PairDataModule(L.LightningDataModule):
     """Balanced graded pairs from the ``features`` outputs; train on train works, validate on val works."""
 
-    def __init__(self, store: FeatureStore, batch_size: int, seed: int) -> None:
+    def __init__(self, store: FeatureStore, batch_size: int, seed: int, two_views: bool = False) -> None:
         super().__init__()
-        self.store, self.batch_size, self.seed = store, batch_size, seed
+        self.store, self.batch_size, self.seed, self.two_views = store, batch_size, seed, two_views
         self.train_fused = store.training_inputs("fused")
         for split in ("train", "val"):
             if sample_pairs(store, split, np.random.default_rng(0))[0].size == 0:
@@ -54,11 +68,16 @@ class PairDataModule(L.LightningDataModule):
                 )
 
     def _loader(self, split: str, rng: np.random.Generator, shuffle: bool) -> DataLoader:
-        pairs, grades = sample_pairs(self.store, split, rng)
-        pairs = self.store.pick_copies(pairs.ravel(), rng).reshape(pairs.shape)
+        tracks, grades = sample_pairs(self.store, split, rng)
+        views = None
+        if self.two_views:
+            first, second = self.store.two_views(tracks.ravel(), rng)
+            pairs, views = first.reshape(tracks.shape), (second.reshape(tracks.shape), tracks)
+        else:
+            pairs = self.store.pick_copies(tracks.ravel(), rng).reshape(tracks.shape)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return DataLoader(
-            PairDataset(self.train_fused, pairs, grades),
+            PairDataset(self.train_fused, pairs, grades, views),
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=generator,
@@ -76,19 +95,34 @@ class PairDataModule(L.LightningDataModule):
 
 
 class StyleBatchDataset(Dataset):
-    """Each item is a whole batch: ``(features of its tracks, their style ids)``."""
+    """Each item is a whole batch: ``(features of its tracks, their style ids)``.
 
-    def __init__(self, features: np.ndarray, style_ids: np.ndarray, batches: list[np.ndarray]) -> None:
+    With ``views`` (per batch: the second copy of each of its tracks, and the tracks' rows),
+    an item also has ``(features of the second copies, track rows)``.
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        style_ids: np.ndarray,
+        batches: list[np.ndarray],
+        views: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
         self.features = torch.from_numpy(features)
         self.style_ids = torch.from_numpy(style_ids)
         self.batches = batches
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int):
         rows = torch.from_numpy(self.batches[index])
-        return self.features[rows], self.style_ids[rows]
+        item = (self.features[rows], self.style_ids[rows])
+        if self.views is None:
+            return item
+        second, tracks = (torch.from_numpy(a) for a in self.views[index])
+        return (*item, self.features[second], tracks)
 
 
 class TripletDataModule(L.LightningDataModule):
@@ -102,6 +136,8 @@ class TripletDataModule(L.LightningDataModule):
         ``mfcc_frames`` or ``fused``.
     styles_per_batch, tracks_per_style, batches_per_epoch, seed:
         See :class:`bgmfit.config.TrainTripletParams`.
+    two_views:
+        Also give each training track a second, different copy (see the module doc).
     """
 
     def __init__(
@@ -112,8 +148,10 @@ class TripletDataModule(L.LightningDataModule):
         tracks_per_style: int,
         batches_per_epoch: int,
         seed: int,
+        two_views: bool = False,
     ) -> None:
         super().__init__()
+        self.two_views = two_views
         self.features = store.inputs(input_kind)
         self.train_features = store.training_inputs(input_kind)
         self.style_names = sorted({t.style for t in store.tracks})
@@ -134,10 +172,17 @@ class TripletDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0
         rng = np.random.default_rng([self.seed, epoch])
-        batches = [self.store.pick_copies(b, rng) for b in self._batches("train", self.shape[2], rng)]
+        tracks = self._batches("train", self.shape[2], rng)
+        views = None
+        if self.two_views:
+            pairs = [self.store.two_views(b, rng) for b in tracks]
+            batches = [first for first, _ in pairs]
+            views = [(second, b) for (_, second), b in zip(pairs, tracks, strict=True)]
+        else:
+            batches = [self.store.pick_copies(b, rng) for b in tracks]
         # batch_size=None: each dataset item already is a batch.
         return DataLoader(
-            StyleBatchDataset(self.train_features, self.train_style_ids, batches), batch_size=None
+            StyleBatchDataset(self.train_features, self.train_style_ids, batches, views), batch_size=None
         )
 
     def val_dataloader(self) -> DataLoader:

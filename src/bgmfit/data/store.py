@@ -155,13 +155,36 @@ class FeatureStore:
         rows = np.asarray(rows, dtype=np.int64)
         if self.copies_track.size == 0:
             return rows
+        copy, counts = self._copies_of(rows)
+        return copy(np.floor(rng.random(rows.size) * (counts + 1)).astype(np.int64))
+
+    def two_views(self, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Two different copies of each track row, as rows of :meth:`training_inputs`.
+
+        The first is :meth:`pick_copies`' (drawn the same way); the second is the original
+        where the first is a copy, and one of its copies, evenly, where the first is the
+        original. A track without copies is its own second view.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.copies_track.size == 0:
+            return rows, rows
+        copy, counts = self._copies_of(rows)
+        first = np.floor(rng.random(rows.size) * (counts + 1)).astype(np.int64)
+        second = np.where(first > 0, 0, np.minimum(counts, 1 + np.floor(rng.random(rows.size) * counts)))
+        return copy(first), copy(second.astype(np.int64))
+
+    def _copies_of(self, rows: np.ndarray):
+        """``(copy, counts)``: ``copy(choice)`` maps choice 1..counts to that copy, 0 to the track itself."""
         order = np.argsort(self.copies_track, kind="stable")
         owned = self.copies_track[order]
         starts = np.searchsorted(owned, rows, side="left")
         counts = np.searchsorted(owned, rows, side="right") - starts
-        choice = np.floor(rng.random(rows.size) * (counts + 1)).astype(np.int64)  # 0: the original
-        copy = order[np.minimum(starts + choice - 1, owned.size - 1)] + len(self.tracks)
-        return np.where(choice > 0, copy, rows)
+
+        def copy(choice: np.ndarray) -> np.ndarray:
+            picked = order[np.minimum(starts + choice - 1, owned.size - 1)] + len(self.tracks)
+            return np.where(choice > 0, picked, rows)
+
+        return copy, counts
 
     def windows_of(self, rows: np.ndarray) -> np.ndarray:
         """The windows of the tracks in ``rows``, track by track in the order of ``rows``."""

@@ -111,8 +111,12 @@ def measure_invariance(
     max_queries: int,
     seed: int,
     workers: int,
+    split: str = "test",
 ) -> dict[str, dict]:
-    """Invariance of both methods on up to ``max_queries`` held-out queries each.
+    """Invariance of both methods on up to ``max_queries`` held-out queries each, from ``split``.
+
+    The stage measures the test split; ``scripts/val_invariance.py`` measures validation, where
+    designs are chosen.
 
     Returns
     -------
@@ -128,9 +132,9 @@ def measure_invariance(
             np.sort(rng.choice(rows, size=min(max_queries, rows.size), replace=False)) if rows.size else rows
         )
 
-    match_queries, triplet_queries = sample(store.foregrounds("test")), sample(store.music("test"))
+    match_queries, triplet_queries = sample(store.foregrounds(split)), sample(store.music(split))
     if match_queries.size == 0 or triplet_queries.size == 0:
-        raise BgmfitError("invariance: the test split has no foreground or no music tracks")
+        raise BgmfitError(f"invariance: the {split} split has no foreground or no music tracks")
     rows = np.concatenate([match_queries, triplet_queries])
     analysed = _analysed([str(raw_dir / store.tracks[r].path) for r in rows], features, workers)
     by_row = dict(zip(rows.tolist(), analysed, strict=True))

@@ -16,6 +16,7 @@ from bgmfit.config import TrainMatchParams
 from bgmfit.data.pairs import SAME_WORK
 from bgmfit.errors import ConfigError
 from bgmfit.models.components import ConvTower, MatchHead
+from bgmfit.models.mining import instance_loss
 
 # Checkpoints are chosen by the ranking /recommend returns: each val foreground ranks every val
 # BGM, scored by nDCG@10 with the graded fit (own work 1.0, same style 0.5). val/auroc (fits vs
@@ -47,6 +48,9 @@ class MatchModule(L.LightningModule):
         How ``agreement_columns`` group, in order: 1 for a single column, more
         for a profile compared by cosine (see :class:`MatchHead`). ``None``:
         every column alone.
+    instance_weight:
+        Weight of :func:`~bgmfit.models.mining.instance_loss` on each tower's learned feature,
+        on training batches that carry a second copy of each track (``train_match.instance_weight``).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class MatchModule(L.LightningModule):
         head: str = "concat",
         agreement_columns: tuple[int, ...] = (),
         agreement_sizes: tuple[int, ...] | None = None,
+        instance_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if agreement_sizes is None:
@@ -110,6 +115,7 @@ class MatchModule(L.LightningModule):
             head=params.head,
             agreement_columns=agreement_columns,
             agreement_sizes=agreement_sizes,
+            instance_weight=params.instance_weight,
         )
 
     #: The feature store's input this network reads (see ``FeatureStore.inputs``).
@@ -155,9 +161,20 @@ class MatchModule(L.LightningModule):
         return self.fit_matrix(query_deep, bgm_deep).mean(dim=0)
 
     def _common_step(self, batch, stage: str) -> torch.Tensor:
-        foreground, bgm, grade, foreground_row = batch
-        logit = self.logit(foreground, bgm)
+        foreground, bgm, grade, foreground_row = batch[:4]
+        fg_deep, bgm_deep = self.embed(foreground, "foreground"), self.embed(bgm, "bgm")
+        logit = self.head(fg_deep, bgm_deep)
         loss = F.binary_cross_entropy_with_logits(logit, grade)
+        if len(batch) == 8:  # a second copy of each track (PairDataModule two_views)
+            learned = self.hparams.embed_dim  # the passthrough columns after it are not learned
+            fg_view, bgm_view, fg_track, bgm_track = batch[4:]
+            instance = instance_loss(
+                fg_deep[:, :learned], self.embed(fg_view, "foreground")[:, :learned], fg_track
+            ) + instance_loss(bgm_deep[:, :learned], self.embed(bgm_view, "bgm")[:, :learned], bgm_track)
+            self.log(
+                f"{stage}/instance_loss", instance, on_step=False, on_epoch=True, batch_size=grade.numel()
+            )
+            loss = loss + self.hparams.instance_weight * instance
         self.log(
             f"{stage}/loss",
             loss,

@@ -76,3 +76,25 @@ def constraint_satisfaction(distances: torch.Tensor, labels: torch.Tensor) -> to
     holds = distances[:, :, None] < distances[:, None, :]
     count = valid.sum()
     return (holds & valid).sum() / count if count > 0 else distances.new_tensor(float("nan"))
+
+
+#: Softmax temperature of :func:`instance_loss` on cosine similarity (SimCLR's usual 0.1).
+INSTANCE_TEMPERATURE = 0.1
+
+
+def instance_loss(views: torch.Tensor, others: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
+    """InfoNCE: each row of ``views`` must be nearer its own row of ``others`` than any other track's.
+
+    ``views`` and ``others`` are two copies of the same tracks, row by row (a track and its
+    augmented copy), of any embedding; ``tracks`` names each row's track, so that a track
+    drawn twice into a batch is never its own negative. Rows whose two copies are the same
+    input (a track without copies) are left out. Symmetric in the two copies.
+    """
+    a = torch.nn.functional.normalize(views, dim=1)
+    b = torch.nn.functional.normalize(others, dim=1)
+    logits = a @ b.T / INSTANCE_TEMPERATURE
+    same = tracks[:, None] == tracks[None, :]
+    logits = logits.masked_fill(same & ~torch.eye(len(tracks), dtype=torch.bool, device=logits.device), -1e4)
+    target = torch.arange(len(tracks), device=logits.device)
+    cross_entropy = torch.nn.functional.cross_entropy
+    return 0.5 * (cross_entropy(logits, target) + cross_entropy(logits.T, target))

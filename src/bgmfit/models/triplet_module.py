@@ -13,7 +13,13 @@ import torch
 from bgmfit.config import TrainTripletParams
 from bgmfit.metrics import style_retrieval
 from bgmfit.models.components import FeedForwardBranch
-from bgmfit.models.mining import constraint_satisfaction, cosine_distances, mine_triplets, triplet_margin_loss
+from bgmfit.models.mining import (
+    constraint_satisfaction,
+    cosine_distances,
+    instance_loss,
+    mine_triplets,
+    triplet_margin_loss,
+)
 
 # Validation sees the whole val catalogue as one batch (TripletDataModule), so
 # this is the same MAP@10 that the evaluation reports on the test split.
@@ -39,6 +45,9 @@ class TripletModule(L.LightningModule):
         See :class:`bgmfit.models.components.FeedForwardBranch`; 0 for none.
     input_kind:
         The feature store's input it reads: ``mfcc_frames`` or ``fused`` (``train_triplet.input``).
+    instance_weight:
+        Weight of :func:`~bgmfit.models.mining.instance_loss` on training batches that carry a
+        second copy of each track (``train_triplet.instance_weight``).
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class TripletModule(L.LightningModule):
         weight_decay: float,
         modulation_frames: int = 0,
         input_kind: str = "mfcc_frames",
+        instance_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +85,7 @@ class TripletModule(L.LightningModule):
             weight_decay=params.weight_decay,
             modulation_frames=int(input_shape[0]) if params.front == "modulation" else 0,
             input_kind=params.input,
+            instance_weight=params.instance_weight,
         )
 
     @property
@@ -87,12 +98,19 @@ class TripletModule(L.LightningModule):
         return self.branch(features)
 
     def _common_step(self, batch, stage: str) -> torch.Tensor:
-        features, styles = batch
-        distances = cosine_distances(self.branch(features))
+        features, styles = batch[:2]
+        embeddings = self.branch(features)
+        distances = cosine_distances(embeddings)
         anchor, positive, negative = mine_triplets(
             distances, styles, self.hparams.margin, self.hparams.mining
         )
         loss = triplet_margin_loss(distances, anchor, positive, negative, self.hparams.margin)
+        if len(batch) == 4:  # a second copy of each track (TripletDataModule two_views)
+            instance = instance_loss(embeddings, self.branch(batch[2]), batch[3])
+            self.log(
+                f"{stage}/instance_loss", instance, on_step=False, on_epoch=True, batch_size=styles.numel()
+            )
+            loss = loss + self.hparams.instance_weight * instance
         size = styles.numel()
         self.log(
             f"{stage}/loss",

@@ -40,7 +40,7 @@ def run(
     result = train_and_log(
         MATCH,
         module,
-        PairDataModule(store, params.batch_size, params.seed),
+        PairDataModule(store, params.batch_size, params.seed, two_views=params.instance_weight > 0),
         params,
         MONITOR,
         MODE,

@@ -40,6 +40,7 @@ def run(
         params.tracks_per_style,
         params.batches_per_epoch,
         params.seed,
+        two_views=params.instance_weight > 0,
     )
     inputs = datamodule.features
     result = train_and_log(
