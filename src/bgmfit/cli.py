@@ -94,6 +94,58 @@ def _similar(args: argparse.Namespace) -> None:
     _print_results(recommender.similar(args.track_id, None, args.k), args.json)
 
 
+def _library(args: argparse.Namespace) -> None:
+    from bgmfit.audio import probe_audio
+    from bgmfit.config import IndexParams
+    from bgmfit.errors import AudioDecodeError
+    from bgmfit.index.library import Problem, scan_folder
+
+    params = load_params("index", IndexParams, args.params)
+    folder = args.dir or Path(params.library_dir)
+    manifest = args.manifest or (Path(params.library_manifest) if params.library_manifest else None)
+    try:
+        scan = scan_folder(folder, manifest)
+    except NotADirectoryError as exc:
+        raise BgmfitError(str(exc)) from None
+    tracks, refused = [], list(scan.problems)
+    for track in scan.tracks:
+        try:
+            seconds, rate = probe_audio(folder / track.path)
+        except AudioDecodeError as exc:
+            refused.append(Problem(str(folder / track.path), exc.reason))
+            continue
+        tracks.append(
+            {"track_id": track.track_id, "seconds": round(seconds, 2), "sample_rate": rate}
+            | {"title": track.title, "artist": track.artist, "style": track.style, "tags": list(track.tags)}
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "folder": str(folder),
+                    "manifest": str(scan.manifest) if scan.manifest else None,
+                    "tracks": tracks,
+                    "refused": [vars(p) for p in refused],
+                },
+                indent=2,
+            )
+        )
+        return
+    hours = sum(t["seconds"] for t in tracks) / 3600
+    described = sum(bool(t["title"] or t["tags"] or t["style"]) for t in tracks)
+    print(
+        f"{folder}: {len(tracks)} track(s), {hours:.2f} h of audio; {len(refused)} file(s) or line(s) refused"
+    )
+    print(f"manifest: {scan.manifest or 'none'}; {described} track(s) with metadata")
+    if args.list:
+        for t in tracks:
+            print(f"  {t['track_id']:<48} {t['seconds']:>9.1f} s  {t['title']}  {';'.join(t['tags'])}")
+    for problem in refused:
+        print(f"  refused {problem}")
+    if not args.list and tracks:
+        print("(--list prints every track)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-command per stage."""
     parser = argparse.ArgumentParser(
@@ -147,9 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=_stage)
     commands.add_parser(
         "index",
-        help="embed the catalogue with the champion models into models/index/",
-        description="Embed every catalogue track (BGM and music) with the versions in models/champions.json; "
-        "exact search below index.ann_threshold tracks, FAISS HNSW above; stamped with versions and hash.",
+        help="embed the served library with the champion models into models/index/",
+        description="Embed every track of the library (index.library: the demo corpus's BGM and music, or "
+        "every audio file of index.library_dir) with the versions in models/champions.json, without "
+        "training; exact search below index.ann_threshold windows, FAISS HNSW above; stamped with "
+        "versions and hash.",
     ).set_defaults(handler=_stage)
     commands.add_parser(
         "package",
@@ -157,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Import the index's model versions into the BentoML model store, write "
         "models/serving.json, run bentoml build from bentofile.yaml and record the tag in models/bento.json.",
     ).set_defaults(handler=_stage)
+    library = commands.add_parser(
+        "library",
+        help="what a library folder holds and what would be refused, without building anything",
+        description="List the audio files of a library folder (index.library_dir by default) as the index "
+        "stage would take them, with their duration from each file's header and their manifest metadata, "
+        "and every file or manifest line that would be refused, and why. Nothing is decoded in full, "
+        "embedded or written.",
+    )
+    library.add_argument("dir", nargs="?", type=Path, help="the folder (default: index.library_dir)")
+    library.add_argument("--manifest", type=Path, help="its manifest CSV (default: DIR/library.csv if there)")
+    library.add_argument("--list", action="store_true", help="print every track, not only a summary")
+    library.add_argument("--json", action="store_true", help="print JSON instead")
+    library.set_defaults(handler=_library)
     registry = commands.add_parser(
         "registry",
         help="list registered versions and aliases, or roll a champion back",

@@ -230,7 +230,16 @@ class RegisterParams(Section):
 
 
 class IndexParams(Section):
-    """``index``: the catalogue's embedding index (exact search, FAISS HNSW past a size)."""
+    """``index``: the served library and its embedding index (exact search, FAISS HNSW past a size)."""
+
+    library: Literal["demo", "dir"] = Field(description="demo: the demo corpus's music; dir: library_dir")
+    library_dir: StrictStr = Field(description="library: dir -- every audio file under it is a track")
+    library_manifest: StrictStr | None = Field(
+        description="library: dir -- optional metadata CSV (default <library_dir>/library.csv if there)"
+    )
+    on_bad_input: Literal["fail", "skip"] = Field(
+        description="an undecodable library file or bad manifest line: fail, or skip and list it"
+    )
 
     ann_threshold: StrictInt = Field(ge=2, description="tracks from which FAISS HNSW replaces exact search")
     hnsw_m: StrictInt = Field(ge=2, description="neighbours per HNSW node (memory against recall)")

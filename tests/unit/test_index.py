@@ -13,10 +13,17 @@ def _unit(rng, n: int, dim: int = 16) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _search(**keys) -> IndexParams:
+    """Index params of the demo library with these search settings."""
+    return IndexParams(
+        library="demo", library_dir="library", library_manifest=None, on_bad_input="skip", **keys
+    )
+
+
 def test_exact_search_returns_the_nearest_by_ascending_cosine_distance(rng):
     vectors = _unit(rng, 50)
     index = CosineIndex.build(
-        vectors, IndexParams(ann_threshold=1000, hnsw_m=16, ef_construction=40, ef_search=32)
+        vectors, _search(ann_threshold=1000, hnsw_m=16, ef_construction=40, ef_search=32)
     )
     rows, distances = index.search(vectors[7], 5)
     assert index.kind == "exact" and rows[0, 0] == 7 and abs(distances[0, 0]) < 1e-5
@@ -27,7 +34,7 @@ def test_exact_search_returns_the_nearest_by_ascending_cosine_distance(rng):
 
 def test_hnsw_above_the_threshold_finds_what_exact_search_finds(rng):
     vectors = _unit(rng, 3000)
-    params = IndexParams(ann_threshold=1000, hnsw_m=16, ef_construction=80, ef_search=64)
+    params = _search(ann_threshold=1000, hnsw_m=16, ef_construction=80, ef_search=64)
     ann, exact = CosineIndex.build(vectors, params), CosineIndex(vectors)
     queries = _unit(rng, 50)
     found, _ = ann.search(queries, 10)
@@ -134,3 +141,46 @@ def test_the_instance_term_is_low_when_each_copy_is_nearest_its_own_track():
         instance_loss(views, views, tracks),
         atol=0.05,
     )
+
+
+def test_a_library_folder_is_its_audio_files_with_the_manifest_joined_by_path(tmp_path):
+    from bgmfit.index.library import scan_folder
+
+    for name in ("b/two.MP3", "one.flac", ".hidden/three.wav", "b/.four.ogg", "cover.jpg", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "library.csv").write_text(
+        "path,title,tags\n"
+        "one.flac,One, calm ; strings ;\n"
+        "one.flac,Again,\n"
+        "../outside.wav,,\n"
+        "missing.ogg,,\n"
+        ",,\n"
+        "b/two.MP3,Two,,extra\n"
+    )
+    scan = scan_folder(tmp_path)
+    assert [t.track_id for t in scan.tracks] == ["b/two.MP3", "one.flac"]  # hidden and non-audio left out
+    one = scan.tracks[1]
+    assert (one.title, one.tags, one.role) == ("One", ("calm", "strings"), "bgm")
+    assert scan.tracks[0].title == ""  # its line was bad: the file stays, without metadata
+    manifest = tmp_path / "library.csv"
+    assert [str(p) for p in scan.problems] == [
+        f"{manifest}:3: path 'one.flac' is listed twice",
+        f"{manifest}:4: path '../outside.wav' must be relative to the library folder",
+        f"{manifest}:5: path 'missing.ogg' is not an audio file of the library folder",
+        f"{manifest}:6: path is empty",
+        f"{manifest}:7: more fields than the 3 columns",
+    ]
+
+
+def test_a_library_manifest_with_an_unknown_column_is_refused_by_name(tmp_path):
+    from bgmfit.index.library import scan_folder
+
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "meta.csv").write_text("path,mood\na.wav,calm\n")
+    scan = scan_folder(tmp_path, tmp_path / "meta.csv")
+    assert scan.tracks[0].track_id == "a.wav" and scan.tracks[0].tags == ()
+    assert [str(p) for p in scan.problems] == [
+        f"{tmp_path / 'meta.csv'}:1: unknown column(s) mood; the columns are path, title, artist, licence, "
+        "style, tags"
+    ]

@@ -2,7 +2,8 @@
 
 An index folder holds:
 
-- ``tracks.csv``: the catalogue tracks, in row order, with each one's duration;
+- ``tracks.csv``: the library's tracks (:mod:`bgmfit.index.library`), in row order, with their
+  metadata (``tags`` ``;``-separated) and each one's duration;
 - ``window_track.npy``, ``window_offset.npy``: every window of every track (the track's row
   and where the window starts, seconds), track by track;
 - ``match_deep.npy``: method A's BGM-tower deep feature of every window;
@@ -17,19 +18,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bgmfit.config import FeaturesParams, IndexParams, params_from_dict
-from bgmfit.data.store import FeatureStore, windows_of
+from bgmfit.data.store import windows_of
 from bgmfit.errors import BgmfitError, ConfigError
 from bgmfit.features.fusion import NormStats
 from bgmfit.files import write_json
 
-TRACK_COLUMNS = ("track_id", "style", "role", "work_id", "split", "duration_seconds")
+TRACK_COLUMNS = (
+    "track_id",
+    "path",
+    "role",
+    "style",
+    "title",
+    "artist",
+    "licence",
+    "tags",
+    "work_id",
+    "split",
+    "duration_seconds",
+)
 _HASHED = (
     "tracks.csv",
     "window_track.npy",
@@ -40,6 +53,38 @@ _HASHED = (
     "norm_stats.json",
 )
 _ARRAYS = ("window_track", "window_offset", "match_deep", "triplet")
+
+
+@dataclass(frozen=True)
+class LibraryTrack:
+    """One track of a library, with what its manifest row says about it."""
+
+    track_id: str
+    path: str  # relative to the library folder (demo: to data/raw), POSIX
+    role: str = "bgm"  # demo: bgm or music, as the corpus says
+    style: str = ""
+    title: str = ""
+    artist: str = ""
+    licence: str = ""
+    tags: tuple[str, ...] = ()
+    work_id: str = ""  # demo only
+    split: str = ""  # demo only
+
+
+@dataclass(frozen=True)
+class LibraryFeatures:
+    """A library's tracks and the normalised features of every window of each, ready to embed."""
+
+    tracks: list[LibraryTrack]
+    fused: np.ndarray  # (windows, n_segments, n_columns)
+    frames: np.ndarray  # (windows, frames_n, frames_n_mfcc)
+    window_track: np.ndarray  # (windows,) each window's row in tracks, track by track
+    window_offset: np.ndarray  # (windows,) where it starts, seconds
+    duration: np.ndarray  # (tracks,) seconds
+
+    def inputs(self, kind: str) -> np.ndarray:
+        """Every window's input for a network that reads ``kind`` (``fused`` or ``mfcc_frames``)."""
+        return self.frames if kind == "mfcc_frames" else self.fused
 
 
 class CosineIndex:
@@ -166,7 +211,13 @@ class Catalogue:
             raise BgmfitError(f"{folder}: files differ from stamp.json's content hash; rebuild the index")
         features = _features_of(folder)
         with open(folder / "tracks.csv", newline="") as f:
-            tracks = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            tracks = list(reader)
+        if tuple(reader.fieldnames or ()) != TRACK_COLUMNS:
+            raise BgmfitError(
+                f"{folder}/tracks.csv has other columns than this bgmfit writes; rebuild the index "
+                "(dvc repro index)"
+            )
         try:
             arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
         except FileNotFoundError as exc:
@@ -217,7 +268,7 @@ def content_hash(folder: Path) -> str:
 
 @torch.no_grad()
 def build_catalogue(
-    store: FeatureStore,
+    library: LibraryFeatures,
     match_model: torch.nn.Module,
     triplet_model: torch.nn.Module,
     champions: dict,
@@ -225,41 +276,48 @@ def build_catalogue(
     norm_stats: Path,
     params: IndexParams,
     out: Path,
+    source: dict,
 ) -> dict:
-    """Embed every window of every catalogue track (BGM and music, all splits) with the champions.
+    """Embed every window of every library track with the champions.
 
     Parameters
     ----------
+    library:
+        The tracks and their windows' normalised features (:mod:`bgmfit.index.library`).
     match_model, triplet_model:
         The champion versions as loaded from the registry (method A and method B).
     champions:
         ``models/champions.json``: name -> ``{"version", "run_id", "weights_sha256"}``.
+    source:
+        What the library is (``{"library": "demo"}``, or the folder and what it refused), kept
+        in the stamp and shown by ``/model-info``.
 
     Returns
     -------
     dict
         The stamp written to ``out/stamp.json``.
     """
-    rows = store.music()
-    if rows.size == 0:
-        raise BgmfitError("the catalogue is empty: the manifest has no bgm or music tracks")
-    windows = store.windows_of(rows)
+    if not library.tracks:
+        raise BgmfitError("the library is empty: no bgm or music track to index")
+    every = np.arange(len(library.window_track))
     match_deep = _batched(
-        lambda x: match_model.embed(x, "bgm"), store.window_inputs(match_model.input_kind), windows
+        lambda x: match_model.embed(x, "bgm"), library.inputs(match_model.input_kind), every
     )
-    triplet = _batched(triplet_model, store.window_inputs(triplet_model.input_kind), windows)
+    triplet = _batched(triplet_model, library.inputs(triplet_model.input_kind), every)
     index = CosineIndex.build(triplet, params)
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tracks.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(TRACK_COLUMNS)
-        for i in rows:
-            track = store.tracks[i]
-            writer.writerow([*(getattr(track, c) for c in TRACK_COLUMNS[:-1]), f"{store.duration[i]:.3f}"])
-    # Each window's track, renumbered to its row in this tracks.csv.
-    np.save(out / "window_track.npy", np.searchsorted(rows, store.window_track[windows]).astype(np.int64))
-    np.save(out / "window_offset.npy", store.window_offset[windows].astype(np.float32))
+        for track, duration in zip(library.tracks, library.duration, strict=True):
+            row = asdict(track) | {
+                "tags": ";".join(track.tags),
+                "duration_seconds": f"{duration:.3f}",
+            }
+            writer.writerow([row[c] for c in TRACK_COLUMNS])
+    np.save(out / "window_track.npy", library.window_track.astype(np.int64))
+    np.save(out / "window_offset.npy", library.window_offset.astype(np.float32))
     np.save(out / "match_deep.npy", match_deep.astype(np.float32))
     np.save(out / "triplet.npy", triplet.astype(np.float32))
     if index.hnsw is not None:
@@ -270,9 +328,10 @@ def build_catalogue(
     (out / "norm_stats.json").write_bytes(norm_stats.read_bytes())
     stamp = {
         "models": champions,
-        "tracks": int(rows.size),
-        "windows": int(windows.size),
-        "bgm_tracks": int(sum(store.tracks[i].role == "bgm" for i in rows)),
+        **source,
+        "tracks": len(library.tracks),
+        "windows": int(every.size),
+        "bgm_tracks": sum(t.role == "bgm" for t in library.tracks),
         "search": index.kind,
         "ef_search": params.ef_search,
         "content_sha256": content_hash(out),

@@ -242,6 +242,7 @@ class Recommender:
                 for name, version in self.versions.items()
             },
             "index": {
+                "library": stamp["library"],
                 "content_sha256": stamp["content_sha256"],
                 "tracks": stamp["tracks"],
                 "windows": stamp["windows"],
@@ -289,6 +290,10 @@ class Recommender:
             "distance": round(float(distance), 6),
             "offset_seconds": round(float(self.catalogue.window_offset[int(window)]), 2),
             "duration_seconds": round(float(track["duration_seconds"]), 2),
+            "title": track["title"],
+            "artist": track["artist"],
+            "licence": track["licence"],
+            "tags": [t for t in track["tags"].split(";") if t],
         }
 
 
