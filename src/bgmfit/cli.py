@@ -77,10 +77,37 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         )
 
 
+def _filters(args: argparse.Namespace):
+    from bgmfit.serving.recommender import Filters
+
+    return Filters(
+        tuple(args.style),
+        tuple(args.exclude_style),
+        tuple(args.tag),
+        tuple(args.exclude_tag),
+        tuple(args.exclude_id),
+        args.min_duration,
+    )
+
+
+def _add_filters(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("filters (applied before the top k are cut; each may repeat)")
+    group.add_argument("--style", action="append", default=[], help="only tracks of this style (any given)")
+    group.add_argument("--exclude-style", action="append", default=[], metavar="STYLE")
+    group.add_argument("--tag", action="append", default=[], help="only tracks with this tag (all given)")
+    group.add_argument("--exclude-tag", action="append", default=[], metavar="TAG")
+    group.add_argument(
+        "--exclude-id", action="append", default=[], metavar="ID", help="e.g. tracks already used"
+    )
+    group.add_argument(
+        "--min-duration", type=float, default=0.0, metavar="SECONDS", help="at least this long"
+    )
+
+
 def _recommend(args: argparse.Namespace) -> None:
     recommender = _recommender(args)
     query = recommender.query_from_audio(_read_upload(args.file), str(args.file))
-    _print_results(recommender.recommend(query, args.method, args.k), args.json)
+    _print_results(recommender.recommend(query, args.method, args.k, _filters(args)), args.json)
 
 
 def _match(args: argparse.Namespace) -> None:
@@ -91,7 +118,7 @@ def _match(args: argparse.Namespace) -> None:
 
 def _similar(args: argparse.Namespace) -> None:
     recommender = _recommender(args)
-    _print_results(recommender.similar(args.track_id, None, args.k), args.json)
+    _print_results(recommender.similar(args.track_id, None, args.k, _filters(args)), args.json)
 
 
 def _library(args: argparse.Namespace) -> None:
@@ -246,16 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Rank the catalogue for FILE with the registry's champions: method A's fit (--method match, the "
         "default) or method B's style distance (--method triplet).",
     )
-    recommend.add_argument("file", type=Path, help="audio file: wav, flac, ogg or mp3")
+    recommend.add_argument("file", type=Path, help="audio file: wav, flac, ogg, opus, mp3 or m4a")
     recommend.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
     recommend.add_argument("--method", choices=["match", "triplet"], default="match")
+    _add_filters(recommend)
     recommend.set_defaults(handler=_recommend)
     match = local(
         "match",
         "graded fit of an audio file with named catalogue tracks",
         "Method A's predicted fit (0..1) of FILE with each catalogue track ID.",
     )
-    match.add_argument("file", type=Path, help="audio file: wav, flac, ogg or mp3")
+    match.add_argument("file", type=Path, help="audio file: wav, flac, ogg, opus, mp3 or m4a")
     match.add_argument(
         "track_ids", nargs="+", metavar="ID", help="catalogue track ids (see models/index/tracks.csv)"
     )
@@ -267,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     similar.add_argument("track_id", metavar="ID", help="a catalogue track id (see models/index/tracks.csv)")
     similar.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
+    _add_filters(similar)
     similar.set_defaults(handler=_similar)
     return parser
 

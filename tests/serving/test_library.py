@@ -157,3 +157,14 @@ def test_a_rebuild_analyses_only_new_files_and_drops_removed_ones(library_projec
     assert "added.flac" in tracks and "short.wav" not in tracks
     # The manifest's metadata reaches the index.
     assert "The Whole Track" in tracks and "calm;strings" in tracks
+    # And its tags filter: only the tagged track answers, however many are asked for.
+    tagged = bgmfit(
+        project, "similar", "excerpt.mp3", "-k", "5", "--tag", "calm", "--tag", "strings", "--json"
+    )
+    assert tagged.returncode == 0, tagged.stderr
+    assert [r["track_id"] for r in json.loads(tagged.stdout)] == ["suite/whole.ogg"]
+    unknown = bgmfit(project, "similar", "excerpt.mp3", "--tag", "clam")
+    assert (
+        unknown.returncode == 2
+        and "tags: unknown tags 'clam'; the library's tags: calm, strings" in unknown.stderr
+    )

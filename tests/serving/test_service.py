@@ -179,6 +179,53 @@ def test_unknown_track_ids_are_named(client, clip):
     assert response.status_code == 422 and "'nope'" in response.text
 
 
+def test_filters_apply_before_top_k_over_http(client, clip):
+    info = client.get("/model-info").json()
+    files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    everything = client.post("/recommend", files=files, data={"top_k": "100", "method": "match"}).json()
+    assert info["index"]["bgm_tracks"] >= 6 and len(everything) == min(100, info["index"]["bgm_tracks"])
+    style = everything[-1]["style"]  # the least fitting BGM's style: a filter must reach past the first k
+    of_style = [r for r in everything if r["style"] == style]
+    for method in ("match", "triplet"):
+        data = {"top_k": "3", "method": method, "styles": json.dumps([style])}
+        answer = client.post("/recommend", files=files, data=data)
+        assert answer.status_code == 200, answer.text
+        results = answer.json()
+        assert len(results) == min(3, len(of_style) if method == "match" else 3)
+        assert {r["style"] for r in results} == {style}, results
+    used = [r["track_id"] for r in everything[:2]]
+    data = {
+        "top_k": "3",
+        "exclude_ids": json.dumps(used),
+        "exclude_styles": json.dumps([everything[2]["style"]]),
+    }
+    results = client.post("/recommend", files=files, data=data).json()
+    assert len(results) == 3 and not {r["track_id"] for r in results} & set(used)
+    assert everything[2]["style"] not in {r["style"] for r in results}
+    near = client.post("/similar", json={"track_id": used[0], "top_k": 2, "min_duration_seconds": 1e6})
+    assert near.status_code == 200 and near.json() == []  # no track is that long: none, not unfiltered
+
+
+FILTER_ERRORS = {
+    "unknown tag": ({"tags": ["calm"]}, "tags: unknown tags 'calm'; the library's tags: none"),
+    "unknown style": ({"styles": ["polka"]}, "styles: unknown styles 'polka'; the library's styles: "),
+    "unknown excluded style": ({"exclude_styles": ["polka"]}, "exclude_styles: unknown styles 'polka'"),
+    "unknown excluded id": ({"exclude_ids": ["nope"]}, "exclude_ids: unknown track id 'nope'"),
+    "negative duration": ({"min_duration_seconds": -1}, "min_duration_seconds must be a number >= 0, got -1"),
+}
+
+
+@pytest.mark.parametrize("case", FILTER_ERRORS, ids=list(FILTER_ERRORS))
+def test_each_bad_filter_gets_a_422_that_names_it(client, clip, case):
+    body, message = FILTER_ERRORS[case]
+    response = client.post("/similar", json={"track_id": f"{clip[1]['work_id']}-bgm", "top_k": 3, **body})
+    assert response.status_code == 422 and message in response.text, response.text
+    files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    form = {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in body.items()}
+    response = client.post("/recommend", files=files, data=form)
+    assert response.status_code == 422 and message in response.text, response.text
+
+
 def test_the_service_refuses_an_index_built_from_other_versions(served_project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served_project / 'mlflow.db'}")
     catalogue = Catalogue.load(served_project / "models/index")

@@ -117,7 +117,9 @@ class CosineIndex:
         """``exact`` or ``hnsw``."""
         return "exact" if self.hnsw is None else "hnsw"
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest rows for each query, nearest first.
 
         Parameters
@@ -126,19 +128,32 @@ class CosineIndex:
             ``(q, dim)`` unit-length vectors.
         k:
             Neighbours per query (at most the index size).
+        allowed:
+            A bool per row: only those are searched (FAISS's ID selector for HNSW), so that
+            ``k`` rows come back whenever ``k`` are allowed.
 
         Returns
         -------
         tuple
-            ``(rows, cosine distances)``, each ``(q, k)``, distances ascending.
+            ``(rows, cosine distances)``, each ``(q, k)``, distances ascending; HNSW pads a row
+            it cannot fill with -1.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = min(k, len(self.vectors))
+        k = min(k, len(self.vectors) if allowed is None else int(allowed.sum()))
+        if k == 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
         if self.hnsw is not None:
-            self.hnsw.hnsw.efSearch = max(self.ef_search, k)
-            similarity, rows = self.hnsw.search(queries, k)
+            import faiss
+
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+            if allowed is not None:
+                bitmap = np.packbits(allowed, bitorder="little")
+                params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+            similarity, rows = self.hnsw.search(queries, k, params=params)
             return rows, 1.0 - similarity
         similarity = queries @ self.vectors.T
+        if allowed is not None:
+            similarity[:, ~allowed] = -np.inf
         top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1, kind="stable")
         rows = np.take_along_axis(top, order, axis=1)
@@ -160,6 +175,9 @@ class Catalogue:
 
     def __post_init__(self) -> None:
         self.row_of = {t["track_id"]: i for i, t in enumerate(self.tracks)}
+        self.styles = np.array([t["style"] for t in self.tracks], dtype=object)
+        self.tags = [frozenset(x for x in t["tags"].split(";") if x) for t in self.tracks]
+        self.durations = np.array([float(t["duration_seconds"]) for t in self.tracks], dtype=np.float64)
 
     @property
     def bgm_rows(self) -> np.ndarray:
@@ -179,21 +197,23 @@ class Catalogue:
         return unit_mean(self.triplet.vectors[self.windows_of(np.array([row]))[0]])
 
     def nearest_tracks(
-        self, vector: np.ndarray, k: int, exclude: int | None = None
+        self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> list[tuple[int, int, float]]:
         """The ``k`` tracks with a window nearest to ``vector``: ``(track row, window, cosine distance)``.
 
         A track's distance is its nearest window's, and that window is where to play it from.
+        ``allowed`` (a bool per track) leaves the others out of the search, so that ``k`` come
+        back whenever ``k`` tracks are allowed.
         """
-        wanted = k + (exclude is not None)
-        total = len(self.triplet.vectors)
-        probe = min(total, wanted * 4)
+        windows_allowed = None if allowed is None else allowed[self.window_track]
+        total = len(self.triplet.vectors) if allowed is None else int(windows_allowed.sum())
+        probe = min(total, k * 4)
         while True:
-            windows, distances = self.triplet.search(vector, probe)
+            windows, distances = self.triplet.search(vector, probe, windows_allowed)
             best: dict[int, tuple[int, float]] = {}
             for w, d in zip(windows[0], distances[0], strict=True):
                 track = int(self.window_track[w])
-                if track != exclude and track not in best:
+                if w >= 0 and track not in best:
                     best[track] = (int(w), float(d))
             if len(best) >= k or probe >= total:
                 break

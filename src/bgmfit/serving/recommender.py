@@ -8,6 +8,7 @@ the problem; nothing a client sends can raise anything else.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,24 @@ class Query:
 
     fused: np.ndarray  # (windows, n_segments, n_columns)
     frames: np.ndarray | None  # (windows, frames_n, frames_n_mfcc); None when only a fused array was sent
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which library tracks an answer may hold; every condition given must hold.
+
+    ``styles``: any of them; ``tags``: all of them; ``exclude_styles``, ``exclude_tags``:
+    none of them; ``exclude_ids``: not these tracks (those already used in an episode);
+    ``min_duration_seconds``: at least this long. Each style, tag and id named must exist
+    in the library, so that a typo is a 422 and not an empty or unfiltered answer.
+    """
+
+    styles: tuple[str, ...] = ()
+    exclude_styles: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    exclude_ids: tuple[str, ...] = ()
+    min_duration_seconds: float = 0.0
 
 
 class Recommender:
@@ -155,9 +174,48 @@ class Recommender:
             raise RequestError(422, f"top_k must be in 1..{self.limits.max_top_k}, got {top_k}")
         return top_k
 
-    def _row(self, track_id: str) -> int:
+    def allowed(self, filters: Filters | None) -> np.ndarray | None:
+        """A bool per library track: which pass ``filters`` (``None`` when nothing is filtered)."""
+        if filters is None or filters == Filters():
+            return None
+        catalogue = self.catalogue
+        known_styles = set(catalogue.styles.tolist())
+        known_tags = set().union(*catalogue.tags)
+        for name, values, known, what in (
+            ("styles", filters.styles, known_styles, "styles"),
+            ("exclude_styles", filters.exclude_styles, known_styles, "styles"),
+            ("tags", filters.tags, known_tags, "tags"),
+            ("exclude_tags", filters.exclude_tags, known_tags, "tags"),
+        ):
+            unknown = [v for v in values if v not in known]
+            if unknown:
+                listing = ", ".join(sorted(known)[:30]) or "none"
+                raise RequestError(
+                    422,
+                    f"{name}: unknown {what} {', '.join(map(repr, unknown))}; "
+                    f"the library's {what}: {listing}",
+                )
+        for track_id in filters.exclude_ids:
+            self._row(track_id, "exclude_ids")
+        if not math.isfinite(filters.min_duration_seconds) or filters.min_duration_seconds < 0:
+            raise RequestError(
+                422, f"min_duration_seconds must be a number >= 0, got {filters.min_duration_seconds:g}"
+            )
+        keep = catalogue.durations >= filters.min_duration_seconds
+        if filters.styles:
+            keep &= np.isin(catalogue.styles, filters.styles)
+        if filters.exclude_styles:
+            keep &= ~np.isin(catalogue.styles, filters.exclude_styles)
+        wanted, unwanted = set(filters.tags), set(filters.exclude_tags)
+        if wanted or unwanted:
+            keep &= np.array([wanted <= tags and not unwanted & tags for tags in catalogue.tags])
+        keep[[catalogue.row_of[t] for t in filters.exclude_ids]] = False
+        return keep
+
+    def _row(self, track_id: str, field: str | None = None) -> int:
         if track_id not in self.catalogue.row_of:
-            raise RequestError(422, f"unknown track id {track_id!r}: not in the catalogue")
+            where = f"{field}: " if field else ""
+            raise RequestError(422, f"{where}unknown track id {track_id!r}: not in the library")
         return self.catalogue.row_of[track_id]
 
     # -- answers --------------------------------------------------------------------------------
@@ -189,23 +247,29 @@ class Recommender:
             inputs = query.fused
         return unit_mean(self.triplet_model(torch.from_numpy(inputs)).numpy())
 
-    def recommend(self, query: Query, method: str = "match", top_k: int = 10) -> list[dict]:
-        """The catalogue tracks that best fit (``match``) or most resemble (``triplet``) the query.
+    def recommend(
+        self, query: Query, method: str = "match", top_k: int = 10, filters: Filters | None = None
+    ) -> list[dict]:
+        """The library tracks that best fit (``match``) or most resemble (``triplet``) the query.
 
-        ``match`` ranks the catalogue's BGM by method A's predicted fit; ``triplet``
-        ranks all catalogue music by ascending cosine distance of method B's
+        ``match`` ranks the library's BGM by method A's predicted fit; ``triplet``
+        ranks all library music by ascending cosine distance of method B's
         embeddings. Each result has ``track_id``, ``style``, ``score`` (fit, or
-        1 - distance / 2), ``distance`` (cosine, in that method's space) and
-        ``offset_seconds``: where the best window of the track starts, to play it from.
+        1 - distance / 2), ``distance`` (cosine, in that method's space),
+        ``offset_seconds`` (where the best window of the track starts, to play it from)
+        and the track's metadata. ``filters`` apply before the ``top_k`` are cut.
         """
         if method not in METHODS:
             raise RequestError(422, f"method must be one of {', '.join(METHODS)}, got {method!r}")
         top_k = self.check_top_k(top_k)
+        allowed = self.allowed(filters)
         if method == "match":
             fits = self._fits(query.fused, self._bgm_rows)
-            order = np.argsort(-fits[0], kind="stable")[:top_k]
-            return [self._result(self._bgm_rows[i], *(column[i] for column in fits)) for i in order]
-        nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k)
+            order = np.argsort(-fits[0], kind="stable")
+            if allowed is not None:
+                order = order[allowed[self._bgm_rows[order]]]
+            return [self._result(self._bgm_rows[i], *(column[i] for column in fits)) for i in order[:top_k]]
+        nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k, allowed)
         return [self._result(r, 1.0 - d / 2.0, d, w) for r, w, d in nearest]
 
     def match(self, query: Query, track_ids: list[str]) -> list[dict]:
@@ -218,19 +282,29 @@ class Recommender:
         fits = self._fits(query.fused, rows)
         return [self._result(r, *(column[i] for column in fits)) for i, r in enumerate(rows)]
 
-    def similar(self, track_id: str | None = None, query: Query | None = None, top_k: int = 10) -> list[dict]:
-        """Catalogue music nearest (method B, ascending cosine distance) to a catalogue track or a query.
+    def similar(
+        self,
+        track_id: str | None = None,
+        query: Query | None = None,
+        top_k: int = 10,
+        filters: Filters | None = None,
+    ) -> list[dict]:
+        """Library music nearest (method B, ascending cosine distance) to a library track or a query.
 
-        A catalogue track is never its own result.
+        A library track is never its own result; ``filters`` apply before the ``top_k`` are cut.
         """
         if (track_id is None) == (query is None):
-            raise RequestError(422, "give either a catalogue track_id or an audio file, not both or neither")
+            raise RequestError(422, "give either a library track_id or an audio file, not both or neither")
         top_k = self.check_top_k(top_k)
+        allowed = self.allowed(filters)
         if track_id is not None:
             own = self._row(track_id)
-            nearest = self.catalogue.nearest_tracks(self.catalogue.style_of(own), top_k, exclude=own)
+            if allowed is None:
+                allowed = np.ones(len(self.catalogue.tracks), dtype=bool)
+            allowed[own] = False
+            nearest = self.catalogue.nearest_tracks(self.catalogue.style_of(own), top_k, allowed)
         else:
-            nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k)
+            nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k, allowed)
         return [self._result(r, 1.0 - d / 2.0, d, w) for r, w, d in nearest]
 
     def model_info(self) -> dict:

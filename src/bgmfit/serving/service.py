@@ -29,7 +29,7 @@ from bgmfit.index import Catalogue
 from bgmfit.models.export import load_network
 from bgmfit.networks import MATCH, TRIPLET
 from bgmfit.serving.guard import RequestGuard
-from bgmfit.serving.recommender import Limits, Query, Recommender, RequestError
+from bgmfit.serving.recommender import Filters, Limits, Query, Recommender, RequestError
 from bgmfit.tracking.logged import network_folder
 
 #: Where the ``package`` stage wrote the service's configuration; ``BGMFIT_SERVING`` overrides it.
@@ -74,6 +74,17 @@ def _finite(array: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError("features contain NaN or infinite values")
     return array
+
+
+def _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_duration_seconds) -> Filters:
+    return Filters(
+        tuple(styles or ()),
+        tuple(exclude_styles or ()),
+        tuple(tags or ()),
+        tuple(exclude_tags or ()),
+        tuple(exclude_ids or ()),
+        min_duration_seconds,
+    )
 
 
 FusedBatch = Annotated[np.ndarray, Shape((-1, *FUSED_SHAPE)), DType("float32"), AfterValidator(_finite)]
@@ -121,14 +132,23 @@ class BGMFit:
         features: list[list[float]] | None = None,
         top_k: TopK = 10,
         method: Literal["match", "triplet"] = "match",
+        styles: list[str] | None = None,
+        exclude_styles: list[str] | None = None,
+        tags: list[str] | None = None,
+        exclude_tags: list[str] | None = None,
+        exclude_ids: list[str] | None = None,
+        min_duration_seconds: float = 0.0,
     ) -> list[dict]:
-        """Rank the catalogue for uploaded audio (wav, flac, ogg, opus, mp3, m4a) or a normalised fused array.
+        """Rank the library for uploaded audio (wav, flac, ogg, opus, mp3, m4a) or a normalised fused array.
 
-        ``method=match`` ranks the catalogue's BGM by method A's predicted fit;
-        ``method=triplet`` ranks all catalogue music by method B's cosine distance.
+        ``method=match`` ranks the library's BGM by method A's predicted fit;
+        ``method=triplet`` ranks all library music by method B's cosine distance. The
+        filters (any of ``styles``, all of ``tags``, none of the ``exclude_*``, at least
+        ``min_duration_seconds``) apply before ``top_k`` is cut.
         """
+        filters = _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_duration_seconds)
         try:
-            return self.recommender.recommend(self._query(audio, features), method, top_k)
+            return self.recommender.recommend(self._query(audio, features), method, top_k, filters)
         except RequestError as exc:
             raise _http_error(exc) from None
 
@@ -146,11 +166,21 @@ class BGMFit:
         track_id: str | None = None,
         audio: Path = None,  # type: ignore[assignment]  (see recommend)
         top_k: TopK = 10,
+        styles: list[str] | None = None,
+        exclude_styles: list[str] | None = None,
+        tags: list[str] | None = None,
+        exclude_tags: list[str] | None = None,
+        exclude_ids: list[str] | None = None,
+        min_duration_seconds: float = 0.0,
     ) -> list[dict]:
-        """Catalogue music nearest to a catalogue track or to uploaded music (method B, cosine distance)."""
+        """Library music nearest to a library track or to uploaded music (method B, cosine distance).
+
+        The filters are those of ``/recommend``.
+        """
+        filters = _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_duration_seconds)
         try:
             query = None if audio is None else self._query(audio, None)
-            return self.recommender.similar(track_id, query, top_k)
+            return self.recommender.similar(track_id, query, top_k, filters)
         except RequestError as exc:
             raise _http_error(exc) from None
 
