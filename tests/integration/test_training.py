@@ -193,6 +193,7 @@ def test_an_exception_inside_training_leaves_the_run_failed(project: Path):
         params.lr,
         params.weight_decay,
         params.head,
+        instance_weight=params.instance_weight,  # as from_params: MLflow refuses a param logged twice unequal
     )
     checkpoints = project / "models/match/checkpoints"
     with pytest.raises(RuntimeError, match="injected"):
