@@ -25,7 +25,7 @@ def project(tmp_path: Path, monkeypatch, rng) -> Path:
 def dvc_project(tmp_path: Path) -> Path:
     """A git + DVC repository with the real pipeline, scripts and DVC config on the tiny corpus."""
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for folder in ("src", "scripts", "corpus"):
+    for folder in ("src", "scripts", "corpus", "library"):
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=ignore)
     for name in ("dvc.yaml", "bentofile.yaml", "constraints.txt", ".gitignore"):
         shutil.copy(REPO / name, tmp_path / name)
