@@ -322,6 +322,8 @@ def _check_wav_length(f: sf.SoundFile, label: str) -> None:
 
 
 def _short_reason(exc: Exception) -> str:
+    if isinstance(getattr(exc, "strerror", None), str):  # FFmpeg's: the reason, not '<none>' for a name
+        return exc.strerror
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     # libsndfile prefixes messages with the file name, which we already print.
     return text.split(": ", 1)[-1] if ": " in text else text

@@ -128,3 +128,13 @@ def test_media_ffmpeg_reads_but_that_is_not_accepted_audio_is_refused_by_name():
     png = picture.getvalue()
     with pytest.raises(AudioDecodeError, match="not decodable as audio"):
         load_audio(png, SR, name="picture.png")
+
+
+def test_a_damaged_file_gets_ffmpegs_reason_not_its_placeholder_name():
+    buffer = io.BytesIO()
+    sf.write(buffer, sine(440.0, 5.0), SR, format="OGG", subtype="VORBIS")
+    damaged = buffer.getvalue()[:3000] + b"\0" * 5000  # the header, then nothing FFmpeg can read
+    with pytest.raises(AudioDecodeError) as raised:
+        load_audio(damaged, SR, name="library/damaged.ogg")
+    assert str(raised.value).startswith("library/damaged.ogg: not decodable as audio (")
+    assert "<none>" not in str(raised.value), raised.value
