@@ -177,6 +177,8 @@ class Catalogue:
         self.row_of = {t["track_id"]: i for i, t in enumerate(self.tracks)}
         self.styles = np.array([t["style"] for t in self.tracks], dtype=object)
         self.tags = [frozenset(x for x in t["tags"].split(";") if x) for t in self.tracks]
+        self.style_names = frozenset(self.styles.tolist())  # what filters may name
+        self.tag_names = frozenset().union(*self.tags)
         self.durations = np.array([float(t["duration_seconds"]) for t in self.tracks], dtype=np.float64)
 
     @property

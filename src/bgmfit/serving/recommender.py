@@ -179,13 +179,11 @@ class Recommender:
         if filters is None or filters == Filters():
             return None
         catalogue = self.catalogue
-        known_styles = set(catalogue.styles.tolist())
-        known_tags = set().union(*catalogue.tags)
         for name, values, known, what in (
-            ("styles", filters.styles, known_styles, "styles"),
-            ("exclude_styles", filters.exclude_styles, known_styles, "styles"),
-            ("tags", filters.tags, known_tags, "tags"),
-            ("exclude_tags", filters.exclude_tags, known_tags, "tags"),
+            ("styles", filters.styles, catalogue.style_names, "styles"),
+            ("exclude_styles", filters.exclude_styles, catalogue.style_names, "styles"),
+            ("tags", filters.tags, catalogue.tag_names, "tags"),
+            ("exclude_tags", filters.exclude_tags, catalogue.tag_names, "tags"),
         ):
             unknown = [v for v in values if v not in known]
             if unknown:
