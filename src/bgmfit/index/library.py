@@ -148,7 +148,6 @@ def demo_library(store: FeatureStore) -> LibraryFeatures:
             path=t.path,
             role=t.role,
             style=t.style,
-            title=t.label,
             licence=t.licence,
             work_id=t.work_id,
             split=t.split,
