@@ -119,6 +119,9 @@ class FeaturesParams(Section):
     )
     augment: AugmentParams
     workers: Workers
+    executor: Literal["local", "ray"] = Field(
+        description="local: `workers` processes here; ray: a Ray Data job on the cluster ray.init finds"
+    )
     cache_dir: StrictStr = Field(description="per-track cache, keyed by content hash and these params")
 
     @property

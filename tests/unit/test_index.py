@@ -43,6 +43,20 @@ def test_hnsw_above_the_threshold_finds_what_exact_search_finds(rng):
     assert ann.kind == "hnsw" and recall >= 0.9
 
 
+def test_ann_recall_counts_what_hnsw_misses_and_leaves_a_query_row_out_of_its_own_answer(rng):
+    from bgmfit.index.catalogue import ann_recall
+
+    vectors = _unit(rng, 3000)
+    exact = CosineIndex(vectors)
+    assert ann_recall(exact, vectors[:40], leave_out=True) == 1.0
+    good = CosineIndex.build(vectors, _search(ann_threshold=2, hnsw_m=16, ef_construction=80, ef_search=128))
+    poor = CosineIndex.build(vectors, _search(ann_threshold=2, hnsw_m=2, ef_construction=2, ef_search=2))
+    assert ann_recall(good, vectors[:100], leave_out=True) >= 0.9
+    assert ann_recall(poor, vectors[:100], leave_out=True) < 0.7
+    # Without leave_out a query that is an index row finds itself: one of its 10 is free.
+    assert ann_recall(poor, vectors[:100]) > ann_recall(poor, vectors[:100], leave_out=True)
+
+
 def test_an_index_from_a_bgmfit_with_other_feature_params_is_refused_in_one_line(tmp_path, features_params):
     import json
 

@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from bgmfit.audio import load_audio
 from bgmfit.config import FeaturesParams
-from bgmfit.errors import AudioDecodeError
+from bgmfit.errors import AudioDecodeError, BgmfitError
 from bgmfit.features.augment import augmented_copies
 from bgmfit.features.fusion import analyse
 from bgmfit.features.windows import TrackWindows, analyse_windows
@@ -45,8 +45,8 @@ class Extraction:
 
 @cache
 def params_digest(params: FeaturesParams) -> str:
-    """Hash of everything that changes a track's features (not workers, the cache folder or augmentation)."""
-    relevant = params.model_dump(exclude={"workers", "cache_dir", "augment"})
+    """Hash of what changes a track's features (not how it is run, the cache folder or augmentation)."""
+    relevant = params.model_dump(exclude={"workers", "executor", "cache_dir", "augment"})
     blob = json.dumps({"version": FEATURES_VERSION, **relevant}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -151,6 +151,10 @@ def extract_many(
 ) -> Iterator[Extraction]:
     """Extract every file, in input order, with a progress bar on stderr.
 
+    ``params.executor`` says where: ``local`` in ``workers`` processes of this machine,
+    ``ray`` as a Ray Data job (:func:`_extract_on_ray`). Either way each file goes through
+    :func:`extract_file`, so the cache, the results and the errors are the same.
+
     Parameters
     ----------
     paths:
@@ -158,20 +162,65 @@ def extract_many(
     params:
         The ``features`` params.
     workers:
-        Processes to use; 1 runs in this process.
+        Local processes to use; 1 runs in this process. Ray uses the CPUs of its cluster.
     augment:
         Per path, whether to make its augmented copies too (the training tracks); none by default.
     """
     jobs = [(p, params, a) for p, a in zip(paths, augment or [False] * len(paths), strict=True)]
     bar = tqdm(total=len(jobs), desc=desc, unit="track", file=sys.stderr, disable=None)
-    if workers <= 1:
+    if params.executor == "ray":
+        results = _extract_on_ray(jobs)
+    elif workers <= 1:
         _init_worker()
-        for job in jobs:
-            yield _extract_job(job)
-            bar.update()
+        results = map(_extract_job, jobs)
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            for result in pool.map(_extract_job, jobs, chunksize=8):
-                yield result
-                bar.update()
-    bar.close()
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+        results = pool.map(_extract_job, jobs, chunksize=8)
+    try:
+        for result in results:
+            yield result
+            bar.update()
+    finally:
+        if params.executor == "local" and workers > 1:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+
+
+def _ray_row(row: dict, params: FeaturesParams) -> dict:
+    _init_worker()
+    return {"extraction": extract_file(row["path"], params, row["augment"])}
+
+
+def _extract_on_ray(jobs: list[tuple[str, FeaturesParams, bool]]) -> Iterator[Extraction]:
+    """:func:`extract_file` over ``jobs`` as a Ray Data ``map``, one CPU per file, in order.
+
+    Connects to the cluster that ``ray.init`` finds (``RAY_ADDRESS``, or a ``ray start``
+    on this machine) or starts a local Ray instance, which it stops when done. The files and
+    ``features.cache_dir`` are sent as absolute paths: on a cluster, each node must see them
+    at the same place (shared storage).
+    """
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise BgmfitError(
+            "features.executor is 'ray' but Ray is not installed; pip install 'bgmfit[ray]'"
+        ) from None
+    if not jobs:
+        return
+    params = jobs[0][1]
+    params = params.model_copy(update={"cache_dir": str(Path(params.cache_dir).resolve())})
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # ours counts tracks, as the local executor's does
+        rows = [{"path": str(Path(p).resolve()), "augment": a} for p, _, a in jobs]
+        dataset = ray.data.from_items(rows).map(partial(_ray_row, params=params), num_cpus=1)
+        for (path, _, _), row in zip(jobs, dataset.iter_rows(), strict=True):
+            yield replace(row["extraction"], path=path)
+    finally:
+        if started:
+            ray.shutdown()

@@ -160,6 +160,24 @@ class CosineIndex:
         return rows, 1.0 - np.take_along_axis(similarity, rows, axis=1)
 
 
+def ann_recall(index: CosineIndex, queries: np.ndarray, k: int = 10, leave_out: bool = False) -> float:
+    """recall@k of ``index``'s search against exact search over the same vectors.
+
+    ``leave_out``: the queries are rows of the index (one window per sampled query) and each
+    one's own row is left out of both answers, so that finding itself does not count.
+    """
+    exact = CosineIndex(index.vectors)
+    extra = int(leave_out)
+    truth, _ = exact.search(queries, k + extra)
+    found, _ = index.search(queries, k + extra)
+    if leave_out:
+        own = exact.search(queries, 1)[0]
+        truth = [[r for r in row if r != o][:k] for row, o in zip(truth, own[:, 0], strict=True)]
+        found = [[r for r in row if r != o][:k] for row, o in zip(found, own[:, 0], strict=True)]
+    hits = sum(len(set(t) & set(f)) for t, f in zip(truth, found, strict=True))
+    return hits / (k * len(queries))
+
+
 @dataclass
 class Catalogue:
     """A loaded index folder: tracks, and the embeddings of every window of each."""
@@ -348,6 +366,10 @@ def build_catalogue(
         faiss.write_index(index.hnsw, str(out / "triplet.faiss"))
     write_json(out / "features.json", features.model_dump())
     (out / "norm_stats.json").write_bytes(norm_stats.read_bytes())
+    recall = None
+    if index.hnsw is not None:  # how far HNSW is from exact search on these very embeddings
+        sample = np.random.default_rng(0).choice(len(triplet), size=min(500, len(triplet)), replace=False)
+        recall = round(ann_recall(index, triplet[sample], leave_out=True), 4)
     stamp = {
         "models": champions,
         **source,
@@ -356,6 +378,7 @@ def build_catalogue(
         "bgm_tracks": sum(t.role == "bgm" for t in library.tracks),
         "search": index.kind,
         "ef_search": params.ef_search,
+        "ann_recall_at_10": recall,
         "content_sha256": content_hash(out),
     }
     write_json(out / "stamp.json", stamp)

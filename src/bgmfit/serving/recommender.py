@@ -320,6 +320,7 @@ class Recommender:
                 "windows": stamp["windows"],
                 "bgm_tracks": stamp["bgm_tracks"],
                 "search": stamp["search"],
+                "ann_recall_at_10": stamp.get("ann_recall_at_10"),  # HNSW against exact; null when exact
             },
             "limits": {
                 "max_upload_bytes": self.limits.max_upload_bytes,

@@ -25,6 +25,8 @@ from bgmfit.tracking.registry import incompatibility
 
 #: At most this many refused files and lines are printed (all are kept in the stamp).
 _LISTED = 50
+#: An HNSW index that finds fewer of the exact top 10 than this gets a warning.
+RECALL_WARNING = 0.95
 
 
 def main(params_path: Path) -> None:
@@ -70,6 +72,15 @@ def run(
         source,
     )
     versions = ", ".join(f"{n} v{m['version']}" for n, m in stamp["models"].items())
+    recall = stamp["ann_recall_at_10"]
+    if recall is not None:
+        print(f"index: HNSW recall@10 against exact search {recall:.3f} (500 windows)", file=sys.stderr)
+        if recall < RECALL_WARNING:
+            print(
+                f"index: warning: recall@10 is under {RECALL_WARNING}; raise index.ef_search "
+                f"(now {params.ef_search}) or index.hnsw_m",
+                file=sys.stderr,
+            )
     print(
         f"index: {stamp['tracks']} tracks of library {stamp['library']} ({stamp['bgm_tracks']} BGM, "
         f"{stamp['windows']} windows), {stamp['search']} search, from {versions}; "
