@@ -173,6 +173,33 @@ def _library(args: argparse.Namespace) -> None:
         print("(--list prints every track)")
 
 
+def _timeline(args: argparse.Namespace) -> None:
+    from bgmfit.config import TimelineParams
+    from bgmfit.stages import worker_count
+    from bgmfit.timeline import score_file
+    from bgmfit.timeline.job import describe
+
+    params = load_params("timeline", TimelineParams, args.params)
+    if not args.file.is_file():
+        raise BgmfitError(f"{args.file}: no such file")
+    recommender = _recommender(args)
+    timeline = score_file(
+        args.file,
+        recommender.catalogue,
+        recommender.match_model,
+        recommender.versions,
+        params,
+        args.out,
+        args.preview,
+        worker_count(params.workers),
+    )
+    if args.json:
+        print(json.dumps(timeline, indent=2))
+        return
+    print(describe(timeline))
+    print(f"timeline: {args.out}" + (f"; preview mix: {args.preview}" if args.preview else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-command per stage."""
     parser = argparse.ArgumentParser(
@@ -297,6 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
     _add_filters(similar)
     similar.set_defaults(handler=_similar)
+    timeline = local(
+        "timeline",
+        "score a whole episode: scenes, one BGM (or none) each, and a preview mix",
+        "Split EPISODE into scenes (speech, music, silence; novelty and pauses), fit every library BGM "
+        "to each scene with method A, and choose one track or none per scene by dynamic programming "
+        "(params.yaml: timeline). Writes the timeline JSON and, with --preview, the mix: each scene's "
+        "BGM from its offset, crossfaded, ducked under the voice, at -16 LUFS.",
+    )
+    timeline.add_argument(
+        "file", type=Path, metavar="EPISODE", help="audio: wav, flac, ogg, opus, mp3 or m4a"
+    )
+    timeline.add_argument(
+        "--out", type=Path, default=Path("timeline.json"), help="the timeline JSON (default: %(default)s)"
+    )
+    timeline.add_argument("--preview", type=Path, help="also write the preview mix here (.mp3 or .ogg)")
+    timeline.set_defaults(handler=_timeline)
     return parser
 
 

@@ -272,6 +272,45 @@ class PackageParams(Section):
         return int(self.max_upload_mb * 1024 * 1024)
 
 
+class TimelineParams(Section):
+    """``timeline``: a whole episode scored as scenes, one BGM (or none) each, and its preview mix."""
+
+    speech_threshold: Number = Field(
+        gt=0, lt=1, description="silero-vad probability from which a 32 ms frame is speech"
+    )
+    speech_share: Number = Field(gt=0, le=1, description="a second is speech when this share of it is")
+    silence_dbfs: Number = Field(le=0, description="a second quieter than this (RMS, levelled) is silence")
+    novelty_kernel_seconds: StrictInt = Field(
+        ge=4, le=120, description="width of the checkerboard kernel over the fused features"
+    )
+    novelty_threshold: Number = Field(
+        description="a boundary where the novelty (z-scored over the episode) peaks above this"
+    )
+    pause_seconds: Number = Field(gt=0, description="a silence this long is always a scene boundary")
+    min_scene_seconds: Number = Field(ge=10, description="no scene is shorter (one analysis window: 10 s)")
+    max_scene_seconds: Number = Field(gt=0, description="longer scenes are split at their novelty peak")
+    candidates: StrictInt = Field(ge=1, le=1000, description="best tracks per scene the plan chooses among")
+    switch_penalty: Number = Field(ge=0, description="fit given up per change of track")
+    max_runs: StrictInt = Field(ge=1, description="a track may come back at most this many separate times")
+    min_fit: Number = Field(ge=0, le=1, description="a scene whose best fit is below this gets no BGM")
+    bed_db: Number = Field(ge=0, le=60, description="preview: BGM this many LU below the voice")
+    duck_threshold_db: Number = Field(le=0, description="preview: the voice level that starts ducking, dBFS")
+    duck_ratio: Number = Field(ge=1, le=20, description="preview: sidechain compression ratio")
+    crossfade_seconds: Number = Field(ge=0, le=10, description="preview: crossfade at a change of track")
+    preview_lufs: Number = Field(ge=-40, le=-6, description="preview: integrated loudness of the mix")
+    workers: Workers
+
+    @model_validator(mode="after")
+    def _rules(self) -> TimelineParams:
+        _check(
+            self.max_scene_seconds >= 2 * self.min_scene_seconds,
+            "max_scene_seconds",
+            f"must be at least twice min_scene_seconds ({self.min_scene_seconds:g}), "
+            f"got {self.max_scene_seconds:g}",
+        )
+        return self
+
+
 T = TypeVar("T", bound=Section)
 
 

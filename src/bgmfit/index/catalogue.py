@@ -198,11 +198,8 @@ class Catalogue:
         self.style_names = frozenset(self.styles.tolist())  # what filters may name
         self.tag_names = frozenset().union(*self.tags)
         self.durations = np.array([float(t["duration_seconds"]) for t in self.tracks], dtype=np.float64)
-
-    @property
-    def bgm_rows(self) -> np.ndarray:
-        """Rows of the tracks that are accompaniments (method A's candidates)."""
-        return np.array([i for i, t in enumerate(self.tracks) if t["role"] == "bgm"], dtype=np.int64)
+        self.bgm_rows = np.array([i for i, t in enumerate(self.tracks) if t["role"] == "bgm"], dtype=np.int64)
+        self._bgm_windows = self.windows_of(self.bgm_rows)  # once: every /recommend ranks them all
 
     def versions(self) -> dict[str, int]:
         """Registered model name -> the version the index was built from."""
@@ -211,6 +208,28 @@ class Catalogue:
     def windows_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The windows of the tracks in ``rows``, and the position in ``rows`` of each one's track."""
         return windows_of(self.window_track, rows)
+
+    @torch.no_grad()
+    def fits(
+        self, match_model, foreground: torch.Tensor, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Method A's ``(fit, distance, window)`` of a query with each track of ``rows`` (default: every BGM).
+
+        ``foreground`` holds the deep features of the query's windows. A BGM window's fit with
+        the query is ``match_model.query_fit`` (the mean over the query's windows); a track's
+        fit is its best window's, and that window is where an editor should start playing it.
+        """
+        windows, track = self._bgm_windows if rows is None else self.windows_of(rows)
+        candidates = torch.from_numpy(self.match_deep[windows])
+        fit = match_model.query_fit(foreground, candidates).numpy()
+        distance = (
+            (1.0 - torch.nn.functional.cosine_similarity(foreground[:, None], candidates[None], dim=2))
+            .numpy()
+            .mean(axis=0)
+        )
+        order = np.lexsort((-fit, track))
+        best = order[np.searchsorted(track[order], np.arange(len(self.bgm_rows if rows is None else rows)))]
+        return fit[best], distance[best], windows[best]
 
     def style_of(self, row: int) -> np.ndarray:
         """Method B's embedding of a whole catalogue track: its windows' mean, unit length."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bgmfit.audio import ACCEPTED_FORMATS, ACCEPTED_TEXT, load_audio, probe_audio
 from bgmfit.config import PackageParams
@@ -115,7 +114,6 @@ class Recommender:
         features = catalogue.features
         self.fused_shape = (features.n_segments, len(catalogue.norm_stats.columns))
         self._bgm_rows = catalogue.bgm_rows
-        self._bgm_windows = catalogue.windows_of(self._bgm_rows)  # once: /recommend ranks them all
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -262,7 +260,7 @@ class Recommender:
         top_k = self.check_top_k(top_k)
         allowed = self.allowed(filters)
         if method == "match":
-            fits = self._fits(query.fused, self._bgm_rows)
+            fits = self._fits(query.fused)
             order = np.argsort(-fits[0], kind="stable")
             if allowed is not None:
                 order = order[allowed[self._bgm_rows[order]]]
@@ -334,24 +332,9 @@ class Recommender:
             },
         }
 
-    @torch.no_grad()
-    def _fits(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Method A's fit of a query's windows with the tracks in ``rows``: ``(fit, distance, window)`` each.
-
-        A BGM window's fit with the query is :meth:`MatchModule.query_fit` (the mean over the
-        query's windows). A track's fit is its best window's, and that window is where an editor
-        should start playing it.
-        """
-        foreground = torch.from_numpy(self.foreground_deep(fused))
-        windows, track = self._bgm_windows if rows is self._bgm_rows else self.catalogue.windows_of(rows)
-        candidates = torch.from_numpy(self.catalogue.match_deep[windows])
-        fit = self.match_model.query_fit(foreground, candidates).numpy()
-        distance = (
-            (1.0 - F.cosine_similarity(foreground[:, None], candidates[None], dim=2)).numpy().mean(axis=0)
-        )
-        order = np.lexsort((-fit, track))
-        best = order[np.searchsorted(track[order], np.arange(len(rows)))]
-        return fit[best], distance[best], windows[best]
+    def _fits(self, fused: np.ndarray, rows: np.ndarray | None = None):
+        """Method A's ``(fit, distance, window)`` of a query with each track of ``rows`` (all BGM)."""
+        return self.catalogue.fits(self.match_model, torch.from_numpy(self.foreground_deep(fused)), rows)
 
     def _result(self, row: int, score: float, distance: float, window: int) -> dict:
         track = self.catalogue.tracks[int(row)]

@@ -10,6 +10,7 @@ which rebuilds the network from that folder too.
 from __future__ import annotations
 
 import importlib.util
+import os
 import tempfile
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def load_version(name: str, version: str) -> L.LightningModule:
     """
     uri = f"models:/{name}/{version}"
     use_tracking_store()
+    # MLflow's per-file download bar is noise in a command's output (75 lines per model).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))

@@ -1,0 +1,95 @@
+"""Speech, music and silence over an episode, second by second.
+
+Speech is silero-vad's (its weights ship inside its wheel; no download). The network reads
+32 ms frames at 16 kHz one after another, carrying a state; an hour is 112,500 frames. So the
+episode is cut into lanes of about 15 s that are read side by side as one batch, each lane
+with its own state: the same network and frames, a hundred times fewer steps. A lane's first
+frames start from a fresh state, as the start of any file does.
+
+A second is *speech* when at least ``timeline.speech_share`` of its frames are speech, else
+*silence* when its RMS level (after levelling) is under ``timeline.silence_dbfs``, else
+*music* (any other sound: music, effects, noise).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import soxr
+import torch
+
+from bgmfit.config import TimelineParams
+
+VAD_RATE = 16000
+FRAME = 512  # silero-vad's frame at 16 kHz: 32 ms
+LANE_FRAMES = 480  # about 15 s per lane
+KINDS = ("speech", "music", "silence")
+
+
+@cache
+def _vad():
+    from silero_vad import load_silero_vad
+
+    return load_silero_vad()
+
+
+def speech_probability(y: np.ndarray, sample_rate: int, block_seconds: int = 600) -> np.ndarray:
+    """silero-vad's speech probability of every 32 ms frame of a mono waveform.
+
+    Read ``block_seconds`` at a time (600 s: a whole number of frames), so that an episode's
+    16 kHz copy is never held whole.
+    """
+    block = block_seconds * sample_rate
+    parts = [
+        _block_probability(np.asarray(y[i : i + block], dtype=np.float32), sample_rate)
+        for i in range(0, max(1, y.size), block)
+    ]
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def _block_probability(y: np.ndarray, sample_rate: int) -> np.ndarray:
+    x = soxr.resample(y, sample_rate, VAD_RATE).astype(np.float32) if y.size else y
+    n = max(1, -(-x.size // FRAME))
+    lanes = max(1, -(-n // LANE_FRAMES))
+    steps = -(-n // lanes)
+    padded = np.zeros(lanes * steps * FRAME, dtype=np.float32)
+    padded[: x.size] = x
+    batch = torch.from_numpy(padded.reshape(lanes, steps, FRAME))
+    model = _vad()
+    model.reset_states()
+    out = np.empty((lanes, steps), dtype=np.float32)
+    for step in range(steps):
+        out[:, step] = model(batch[:, step], VAD_RATE).numpy().reshape(-1)
+    model.reset_states()
+    return out.reshape(-1)[:n]
+
+
+def second_kinds(y: np.ndarray, sample_rate: int, params: TimelineParams) -> np.ndarray:
+    """``speech``, ``music`` or ``silence`` for each whole second of a levelled mono waveform (the
+    last, partial second included)."""
+    seconds = max(1, -(-y.size // sample_rate))
+    probability = speech_probability(y, sample_rate)
+    # each frame counts for the second it starts in
+    owner = np.minimum((np.arange(probability.size) * FRAME) // VAD_RATE, seconds - 1)
+    speech = np.bincount(owner, probability >= params.speech_threshold, seconds)
+    counts = np.maximum(np.bincount(owner, minlength=seconds), 1)
+    level = second_levels(y, sample_rate)
+    kinds = np.where(level < params.silence_dbfs, "silence", "music").astype(object)
+    kinds[speech / counts >= params.speech_share] = "speech"
+    return kinds
+
+
+def second_levels(y: np.ndarray, sample_rate: int, block_seconds: int = 600) -> np.ndarray:
+    """RMS level, dBFS, of each whole second (the last one padded with silence), a block at a time."""
+    seconds = max(1, -(-y.size // sample_rate))
+    level = np.empty(seconds)
+    for first in range(0, seconds, block_seconds):
+        last = min(seconds, first + block_seconds)
+        block = np.zeros((last - first) * sample_rate, dtype=np.float32)
+        part = y[first * sample_rate : last * sample_rate]
+        block[: part.size] = part
+        rms = np.sqrt(np.mean(block.reshape(last - first, sample_rate) ** 2, axis=1))
+        level[first:last] = 20 * np.log10(np.maximum(rms, 1e-10))
+    return level

@@ -1,0 +1,244 @@
+"""Score a whole episode: scenes, a fit per scene for every library BGM, and the plan.
+
+The steps, each in its own module:
+
+1. the episode is cut into consecutive windows (one network input each, 10 s; the last one
+   ends at the end) and each is analysed as every training clip is, in ``workers`` processes,
+   a block at a time (:func:`analyse_episode`);
+2. each second is speech, music or silence (:mod:`bgmfit.timeline.activity`), and the
+   episode is split into scenes (:mod:`bgmfit.timeline.scenes`);
+3. every library BGM is fitted to each scene by method A, window by window, as ``/recommend``
+   fits a query (the mean over the scene's windows; a track's best window gives its offset);
+4. one track (or none) is chosen per scene (:mod:`bgmfit.timeline.plan`). A track carried
+   across scenes plays on: each later scene's offset continues where the last one ended.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bgmfit.config import FeaturesParams, TimelineParams
+from bgmfit.features.fusion import NormStats, analyse
+from bgmfit.index import Catalogue
+from bgmfit.timeline.activity import second_kinds
+from bgmfit.timeline.plan import NONE, choose, runs
+from bgmfit.timeline.scenes import split_scenes
+
+#: Windows analysed per block: what a block holds at once is its own audio and features.
+BLOCK_WINDOWS = 32
+ALTERNATIVES = 3
+
+
+@dataclass
+class Analysis:
+    """An episode's normalised fused features: per window, and per second (for the scenes)."""
+
+    fused: np.ndarray  # (windows, n_segments, columns)
+    starts: np.ndarray  # (windows,) seconds
+    rows: np.ndarray  # (seconds, columns): the fused row of each second
+    duration: float
+
+
+@dataclass
+class Scene:
+    """One scene of a timeline, as the JSON has it."""
+
+    index: int
+    start_seconds: float
+    end_seconds: float
+    kind: str
+    track: dict | None
+    offset_seconds: float | None
+    fit: float | None
+    alternatives: list[dict] = field(default_factory=list)
+    bgm_level_lu: float | None = None  # the BGM against the voice, before ducking
+    ducking_db: float | None = None  # preview only: the sidechain compressor's gain over the scene, dB
+    bgm_under_voice_db: float | None = None  # preview only: the ducked BGM against the voice, dB RMS
+    note: str = ""
+
+
+def _analyse_block(job: tuple[list[np.ndarray], FeaturesParams]) -> list[np.ndarray]:
+    clips, params = job
+    return [analyse(c, params).fused for c in clips]
+
+
+def analyse_episode(
+    y: np.ndarray,
+    features: FeaturesParams,
+    norm: NormStats,
+    workers: int,
+    progress: Callable[[int], None] | None = None,
+) -> Analysis:
+    """The fused features of every consecutive window of a waveform at ``features.sample_rate``."""
+    rate = features.sample_rate
+    length = int(round(features.clip_seconds * rate))
+    starts = window_starts(y.size, length)
+    blocks = [starts[i : i + BLOCK_WINDOWS] for i in range(0, len(starts), BLOCK_WINDOWS)]
+    jobs = (([y[s : s + length].copy() for s in block], features) for block in blocks)
+    fused: list[np.ndarray] = []
+    if workers <= 1:
+        results = map(_analyse_block, jobs)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = _bounded_map(pool, _analyse_block, jobs, ahead=workers * 2)
+    try:
+        for block in results:
+            fused.extend(block)
+            if progress:
+                progress(len(block))
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
+    windows = norm.normalise_fused(np.stack(fused))
+    seconds = max(1, int(np.ceil(y.size / rate)))
+    per_segment = features.segment_seconds
+    rows = np.zeros((seconds, windows.shape[2]), dtype=np.float32)
+    for window, start in zip(windows, starts / rate, strict=True):
+        first = int(round(start))
+        for j, row in enumerate(window):
+            second = first + int(j * per_segment)
+            if second < seconds:
+                rows[second] = row
+    return Analysis(windows, (starts / rate).astype(np.float32), rows, y.size / rate)
+
+
+def window_starts(n_samples: int, length: int) -> np.ndarray:
+    """First sample of each consecutive window of ``length``; the last one ends at the end."""
+    last = max(0, n_samples - length)
+    starts = np.arange(0, last + 1, length, dtype=np.int64)
+    return starts if starts[-1] == last else np.append(starts, last)
+
+
+def _bounded_map(pool, fn, jobs, ahead: int):
+    """``pool.map`` that keeps at most ``ahead`` jobs in flight (``map`` submits every job at once)."""
+    from collections import deque
+
+    pending = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+@torch.no_grad()
+def plan_episode(
+    y: np.ndarray,
+    catalogue: Catalogue,
+    match_model: torch.nn.Module,
+    params: TimelineParams,
+    workers: int = 1,
+    name: str = "episode",
+) -> dict:
+    """The timeline of a mono waveform at the index's ``features.sample_rate`` (see the module doc).
+
+    Returns
+    -------
+    dict
+        ``episode``, ``duration_seconds``, ``scenes`` (:class:`Scene` as dicts), ``switches``
+        and ``tracks_used``; the caller adds the models and params it ran with.
+    """
+    from bgmfit.audio import normalise_loudness
+
+    features = catalogue.features
+    rate = features.sample_rate
+    n_windows = len(window_starts(y.size, int(round(features.clip_seconds * rate))))
+    bar = tqdm(total=n_windows, desc="timeline: analysis", unit="window", file=sys.stderr, disable=None)
+    analysis = analyse_episode(y, features, catalogue.norm_stats, workers, bar.update)
+    bar.close()
+    kinds = second_kinds(normalise_loudness(y, rate, features.loudness_lufs), rate, params)
+    spans = split_scenes(analysis.rows, kinds, params)
+
+    foreground = match_model.embed(torch.from_numpy(analysis.fused), "foreground")
+    centres = analysis.starts + features.clip_seconds / 2
+    bgm = catalogue.bgm_rows
+    fit = np.zeros((len(spans), len(bgm)), dtype=np.float32)
+    window = np.zeros((len(spans), len(bgm)), dtype=np.int64)
+    for s, span in enumerate(
+        tqdm(spans, desc="timeline: scenes", unit="scene", file=sys.stderr, disable=None)
+    ):
+        inside = np.flatnonzero((centres >= span.start) & (centres < span.end))
+        if inside.size == 0:
+            inside = np.array([int(np.argmin(np.abs(centres - (span.start + span.end) / 2)))])
+        fit[s], _, window[s] = catalogue.fits(match_model, foreground[inside])
+
+    top = np.argsort(-fit, axis=1, kind="stable")[:, : params.candidates]
+    columns = np.unique(top)  # candidate BGMs: each scene's best, together
+    allowed = np.zeros((len(spans), len(columns)), dtype=bool)
+    for s, span in enumerate(spans):
+        allowed[s] = np.isin(columns, top[s]) & (fit[s, columns] >= params.min_fit) & (span.kind != "music")
+    plan = choose(fit[:, columns], allowed, params.switch_penalty, params.max_runs)
+
+    scenes = []
+    offsets = _offsets(plan, columns, spans, window, catalogue)
+    for s, span in enumerate(spans):
+        chosen = None if plan[s] == NONE else int(columns[plan[s]])
+        others = [int(c) for c in np.argsort(-fit[s], kind="stable") if int(c) != chosen][:ALTERNATIVES]
+        note = ""
+        if chosen is None:
+            note = (
+                "the episode has music here"
+                if span.kind == "music"
+                else f"no track fits above timeline.min_fit ({params.min_fit:g})"
+            )
+        scenes.append(
+            Scene(
+                index=s,
+                start_seconds=float(span.start),
+                end_seconds=float(min(span.end, analysis.duration)),
+                kind=span.kind,
+                track=None if chosen is None else _track(catalogue, bgm[chosen]),
+                offset_seconds=None if chosen is None else round(offsets[s], 2),
+                fit=None if chosen is None else round(float(fit[s, chosen]), 4),
+                alternatives=[
+                    _track(catalogue, bgm[c])
+                    | {
+                        "fit": round(float(fit[s, c]), 4),
+                        "offset_seconds": round(float(catalogue.window_offset[window[s, c]]), 2),
+                    }
+                    for c in others
+                ],
+                bgm_level_lu=None if chosen is None else -params.bed_db,
+                note=note,
+            )
+        )
+    used = runs(plan)
+    return {
+        "episode": name,
+        "duration_seconds": round(analysis.duration, 2),
+        "scenes": [asdict(s) for s in scenes],
+        "switches": max(0, len(used) - 1),
+        "tracks_used": len({t for t, _, _ in used}),
+    }
+
+
+def _offsets(plan, columns, spans, window, catalogue: Catalogue) -> dict[int, float]:
+    """Where each scene's track plays from: a run starts at its first scene's best window and plays on."""
+    offsets: dict[int, float] = {}
+    for column, a, b in runs(plan):
+        row = catalogue.bgm_rows[columns[column]]
+        start = float(catalogue.window_offset[window[a, columns[column]]])
+        length = max(float(catalogue.durations[row]), 1e-3)
+        for s in range(a, b):
+            offsets[s] = (start + spans[s].start - spans[a].start) % length
+    return offsets
+
+
+def _track(catalogue: Catalogue, row: int) -> dict:
+    t = catalogue.tracks[int(row)]
+    return {
+        "track_id": t["track_id"],
+        "title": t["title"],
+        "artist": t["artist"],
+        "style": t["style"],
+        "licence": t["licence"],
+        "duration_seconds": round(float(t["duration_seconds"]), 2),
+    }
