@@ -107,7 +107,10 @@ def _add_filters(sub: argparse.ArgumentParser) -> None:
 def _recommend(args: argparse.Namespace) -> None:
     recommender = _recommender(args)
     query = recommender.query_from_audio(_read_upload(args.file), str(args.file))
-    _print_results(recommender.recommend(query, args.method, args.k, _filters(args)), args.json)
+    results = recommender.recommend(query, args.method, args.k, _filters(args), args.min_fit)
+    if not results and args.min_fit is not None and not args.json:
+        print(f"no track fits above --min-fit {args.min_fit:g}", file=sys.stderr)
+    _print_results(results, args.json)
 
 
 def _match(args: argparse.Namespace) -> None:
@@ -303,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("file", type=Path, help="audio file: wav, flac, ogg, opus, mp3 or m4a")
     recommend.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
     recommend.add_argument("--method", choices=["match", "triplet"], default="match")
+    recommend.add_argument(
+        "--min-fit",
+        type=float,
+        metavar="FIT",
+        help="method A: only tracks whose calibrated fit is at least FIT",
+    )
     _add_filters(recommend)
     recommend.set_defaults(handler=_recommend)
     match = local(

@@ -206,6 +206,23 @@ def test_filters_apply_before_top_k_over_http(client, clip):
     assert near.status_code == 200 and near.json() == []  # no track is that long: none, not unfiltered
 
 
+def test_min_fit_leaves_out_what_fits_less_and_nothing_fitting_is_an_empty_answer(client, clip):
+    files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    everything = client.post("/recommend", files=files, data={"top_k": "100"}).json()
+    middle = everything[len(everything) // 2]["score"]
+    above = client.post("/recommend", files=files, data={"top_k": "100", "min_fit": str(middle)}).json()
+    assert above and all(r["score"] >= middle for r in above) and len(above) < len(everything)
+    assert [r["track_id"] for r in above] == [r["track_id"] for r in everything[: len(above)]]
+    nothing = client.post("/recommend", files=files, data={"min_fit": "1.0"})
+    assert nothing.status_code == 200 and nothing.json() == []
+    wrong = client.post("/recommend", files=files, data={"min_fit": "0.5", "method": "triplet"})
+    assert wrong.status_code == 422 and "min_fit is a threshold on method A's fit" in wrong.text
+    out_of_range = client.post("/recommend", files=files, data={"min_fit": "1.5"})
+    assert out_of_range.status_code in (400, 422) and "min_fit" in out_of_range.text
+    info = client.get("/model-info").json()
+    assert info["index"]["calibration_temperature"] > 0
+
+
 FILTER_ERRORS = {
     "unknown tag": ({"tags": ["calm"]}, "tags: unknown tags 'calm'; the library's tags: none"),
     "unknown style": ({"styles": ["polka"]}, "styles: unknown styles 'polka'; the library's styles: "),

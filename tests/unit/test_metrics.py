@@ -50,3 +50,17 @@ def test_style_retrieval_precision_map_and_recall_by_hand():
     # AP@2 normalised by min(2, 1 relevant): a0 1.0, a1 0.5, b0 0.0, b1 1.0
     assert result["map@2"] == pytest.approx((1.0 + 0.5 + 0.0 + 1.0) / 4)
     assert result["per_style"]["b"]["recall@2"] == pytest.approx(0.5)
+
+
+def test_temperature_scaling_finds_the_overconfidence_and_lowers_the_ece(rng):
+    from bgmfit.metrics import calibrated, expected_calibration_error, fit_temperature
+
+    true = rng.uniform(0.05, 0.95, 20000)
+    outcome = (rng.uniform(size=true.size) < true).astype(float)
+    logit = np.log(true / (1 - true))
+    overconfident = 1 / (1 + np.exp(-2.5 * logit))  # twice and a half too sure
+    temperature = fit_temperature(overconfident, outcome)
+    assert temperature == pytest.approx(2.5, rel=0.1)
+    after = expected_calibration_error(calibrated(overconfident, temperature), outcome)
+    assert after < 0.02 < expected_calibration_error(overconfident, outcome)
+    assert np.array_equal(np.argsort(calibrated(overconfident, temperature)), np.argsort(overconfident))

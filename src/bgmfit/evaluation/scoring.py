@@ -10,8 +10,10 @@ import torch
 from bgmfit.data.pairs import fit_grade
 from bgmfit.data.store import FeatureStore
 from bgmfit.metrics import (
+    calibrated,
     cosine_distance_matrix,
     expected_calibration_error,
+    fit_temperature,
     pair_classification,
     partner_retrieval,
     reliability_curve,
@@ -35,15 +37,15 @@ class MatchEvaluation:
 
 
 @torch.no_grad()
-def score_match(store: FeatureStore, model: MatchModule, seed: int) -> MatchEvaluation:
-    """Predicted fit of every test (foreground, BGM) pair, for the model and two baselines.
+def score_match(store: FeatureStore, model: MatchModule, seed: int, split: str = "test") -> MatchEvaluation:
+    """Predicted fit of every (foreground, BGM) pair of a split, for the model and two baselines.
 
     Baselines: ``cosine`` rescales the cosine similarity of the untrained fused
     features to [0, 1]; ``random`` draws uniform scores.
     """
-    foregrounds, bgms = store.foregrounds("test"), store.bgms("test")
+    foregrounds, bgms = store.foregrounds(split), store.bgms(split)
     if foregrounds.size == 0 or bgms.size == 0:
-        raise ValueError("the test split has no foreground or no BGM tracks")
+        raise ValueError(f"the {split} split has no foreground or no BGM tracks")
     model.eval()
     fg_deep = model.embed(torch.from_numpy(store.fused[foregrounds]), "foreground")
     bg_deep = model.embed(torch.from_numpy(store.fused[bgms]), "bgm")
@@ -93,6 +95,18 @@ def match_metrics(evaluation: MatchEvaluation) -> tuple[dict, dict[str, dict[str
     result["per_kind"] = {k: block(model, evaluation.kinds == k) for k in sorted(set(evaluation.kinds))}
     result["test"] = {"foregrounds": int(model.shape[0]), "bgms": int(model.shape[1])}
     return result, per_style
+
+
+def match_calibration(test: MatchEvaluation, val: MatchEvaluation) -> dict[str, float]:
+    """Temperature scaling of the model's fits, fitted on ``val``; the test ECE before and after."""
+    temperature = fit_temperature(val.scores["model"].ravel(), val.relevance.ravel())
+    predicted, grades = test.scores["model"].ravel(), test.relevance.ravel()
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(predicted, grades),
+        "ece_after": expected_calibration_error(calibrated(predicted, temperature), grades),
+        "val_pairs": int(val.relevance.size),
+    }
 
 
 def match_reliability(evaluation: MatchEvaluation) -> list[dict[str, float]]:

@@ -244,7 +244,12 @@ class Recommender:
         return unit_mean(self.triplet_model(torch.from_numpy(inputs)).numpy())
 
     def recommend(
-        self, query: Query, method: str = "match", top_k: int = 10, filters: Filters | None = None
+        self,
+        query: Query,
+        method: str = "match",
+        top_k: int = 10,
+        filters: Filters | None = None,
+        min_fit: float | None = None,
     ) -> list[dict]:
         """The library tracks that best fit (``match``) or most resemble (``triplet``) the query.
 
@@ -253,10 +258,16 @@ class Recommender:
         embeddings. Each result has ``track_id``, ``style``, ``score`` (fit, or
         1 - distance / 2), ``distance`` (cosine, in that method's space),
         ``offset_seconds`` (where the best window of the track starts, to play it from)
-        and the track's metadata. ``filters`` apply before the ``top_k`` are cut.
+        and the track's metadata. ``filters`` apply before the ``top_k`` are cut. Method A's
+        score is its fit calibrated on the validation split; ``min_fit`` leaves out the tracks
+        that fit less (so an empty answer means that nothing fits).
         """
         if method not in METHODS:
             raise RequestError(422, f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if min_fit is not None and method != "match":
+            raise RequestError(422, "min_fit is a threshold on method A's fit: use it with method 'match'")
+        if min_fit is not None and not 0.0 <= min_fit <= 1.0:
+            raise RequestError(422, f"min_fit must be in 0..1, got {min_fit:g}")
         top_k = self.check_top_k(top_k)
         allowed = self.allowed(filters)
         if method == "match":
@@ -264,6 +275,8 @@ class Recommender:
             order = np.argsort(-fits[0], kind="stable")
             if allowed is not None:
                 order = order[allowed[self._bgm_rows[order]]]
+            if min_fit is not None:
+                order = order[fits[0][order] >= min_fit]
             return [self._result(self._bgm_rows[i], *(column[i] for column in fits)) for i in order[:top_k]]
         nearest = self.catalogue.nearest_tracks(self.style_embedding(query), top_k, allowed)
         return [self._result(r, 1.0 - d / 2.0, d, w) for r, w, d in nearest]
@@ -318,6 +331,7 @@ class Recommender:
                 "windows": stamp["windows"],
                 "bgm_tracks": stamp["bgm_tracks"],
                 "search": stamp["search"],
+                "calibration_temperature": self.catalogue.temperature,
                 "ann_recall_at_10": stamp.get("ann_recall_at_10"),  # HNSW against exact; null when exact
             },
             "limits": {

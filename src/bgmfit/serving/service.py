@@ -138,17 +138,20 @@ class BGMFit:
         exclude_tags: list[str] | None = None,
         exclude_ids: list[str] | None = None,
         min_duration_seconds: float = 0.0,
+        min_fit: Annotated[float, Field(ge=0, le=1)] | None = None,
     ) -> list[dict]:
         """Rank the library for uploaded audio (wav, flac, ogg, opus, mp3, m4a) or a normalised fused array.
 
-        ``method=match`` ranks the library's BGM by method A's predicted fit;
+        ``method=match`` ranks the library's BGM by method A's calibrated fit;
         ``method=triplet`` ranks all library music by method B's cosine distance. The
         filters (any of ``styles``, all of ``tags``, none of the ``exclude_*``, at least
-        ``min_duration_seconds``) apply before ``top_k`` is cut.
+        ``min_duration_seconds``) apply before ``top_k`` is cut. ``min_fit`` (method A) leaves
+        out tracks that fit less: an empty list says that nothing fits.
         """
         filters = _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_duration_seconds)
         try:
-            return self.recommender.recommend(self._query(audio, features), method, top_k, filters)
+            query = self._query(audio, features)
+            return self.recommender.recommend(query, method, top_k, filters, min_fit)
         except RequestError as exc:
             raise _http_error(exc) from None
 

@@ -20,6 +20,7 @@ from bgmfit.errors import BgmfitError
 from bgmfit.evaluation import plots
 from bgmfit.evaluation.invariance import measure_invariance
 from bgmfit.evaluation.scoring import (
+    match_calibration,
     match_metrics,
     match_reliability,
     score_match,
@@ -61,6 +62,7 @@ def run(
             models_dir / MATCH.key / "model.ckpt", map_location="cpu"
         )
         match = score_match(store, match_model, params.seed)
+        match_val = score_match(store, match_model, params.seed, split="val")
         triplet_model = TripletModule.load_from_checkpoint(
             models_dir / TRIPLET.key / "model.ckpt", map_location="cpu"
         )
@@ -82,6 +84,7 @@ def run(
     match_result, match_per_style = match_metrics(match)
     triplet_result, triplet_per_style = triplet_metrics(triplet)
     match_result["invariance"] = invariance["match"]
+    match_result["calibration"] = match_calibration(match, match_val)
     triplet_result["invariance"] = invariance["triplet"]
 
     fits = match.relevance.ravel() > 0
@@ -151,4 +154,9 @@ def _report(match: dict, triplet: dict) -> None:
             f"evaluate: method {name} invariance (top-1 unchanged/top-10 overlap, {block['queries']} queries)"
         )
         lines.append(f"  {cells}")
+    c = match["calibration"]
+    lines.append(
+        f"evaluate: method A calibration: temperature {c['temperature']:.3f} (fitted on val), "
+        f"test ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}"
+    )
     print("\n".join(lines), file=sys.stderr)

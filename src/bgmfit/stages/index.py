@@ -14,10 +14,12 @@ from pathlib import Path
 from bgmfit.config import FeaturesParams, IndexParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
+from bgmfit.evaluation.scoring import score_match
 from bgmfit.features.fusion import NormStats
 from bgmfit.files import CHAMPIONS, FEATURES, INDEX, fresh_dir, read_json
 from bgmfit.index import build_catalogue
 from bgmfit.index.library import demo_library, folder_library, scan_folder
+from bgmfit.metrics import fit_temperature
 from bgmfit.networks import MATCH, NETWORKS, TRIPLET
 from bgmfit.stages import worker_count
 from bgmfit.tracking.logged import load_version
@@ -60,6 +62,7 @@ def run(
         library, source = demo_library(store), {"library": "demo"}
     else:
         library, source = _folder(params, features, features_dir)
+    source["calibration"] = _calibration(models[MATCH.name], store)
     stamp = build_catalogue(
         library,
         models[MATCH.name],
@@ -72,6 +75,11 @@ def run(
         source,
     )
     versions = ", ".join(f"{n} v{m['version']}" for n, m in stamp["models"].items())
+    print(
+        f"index: method A calibration temperature {stamp['calibration']['temperature']:.3f} "
+        f"(fitted on {stamp['calibration']['fitted_on']})",
+        file=sys.stderr,
+    )
     recall = stamp["ann_recall_at_10"]
     if recall is not None:
         print(f"index: HNSW recall@10 against exact search {recall:.3f} (500 windows)", file=sys.stderr)
@@ -88,6 +96,17 @@ def run(
         file=sys.stderr,
     )
     return stamp
+
+
+def _calibration(match_model, store: FeatureStore) -> dict:
+    """The champion's temperature on the validation split, fitted as the evaluate stage fits it."""
+    try:
+        val = score_match(store, match_model, seed=0, split="val")
+    except ValueError:
+        return {"temperature": 1.0, "fitted_on": "nothing (no validation pairs)"}
+    predicted, grades = val.scores["model"].ravel(), val.relevance.ravel()
+    temperature = fit_temperature(predicted, grades)
+    return {"temperature": round(temperature, 6), "fitted_on": f"val ({grades.size} pairs)"}
 
 
 def _folder(params: IndexParams, features: FeaturesParams, features_dir: Path):

@@ -142,6 +142,15 @@ def model_card(network: Network, training: dict, metrics: dict, seconds: float) 
         lines += [
             f"| {c} | {block[c]['top1_unchanged']:.3f} | {block[c]['top10_overlap']:.3f} |" for c in changes
         ]
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        lines += [
+            "",
+            "## Calibration",
+            f"Temperature scaling fitted on the validation split ({c['val_pairs']} pairs): T = "
+            f"{c['temperature']:.3f}. Test ECE {c['ece_before']:.4f} before, {c['ece_after']:.4f} after. "
+            "The served fits (`/recommend`, `/match`, timelines) are the calibrated ones.",
+        ]
     lines += ["", "## Params", "| param | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
     lines += ["", "## Known limits"]
