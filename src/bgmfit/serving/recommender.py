@@ -126,14 +126,13 @@ class Recommender:
                 f"{self.limits.max_upload_bytes / 2**20:.1f} MiB",
             )
 
-    def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
-        """Check an upload against the limits, decode it whole and compute both models' inputs, per window.
+    def decode_upload(self, content: bytes, name: str = "upload") -> np.ndarray:
+        """Check an upload against the limits and decode it whole, mono at the index's sample rate.
 
         The byte cap is checked first and the duration from the header next, so
         an oversized upload is never decoded; an empty one is refused by the header read.
         """
         self.check_upload_size(len(content), name)
-        features = self.catalogue.features
         try:
             seconds, _ = probe_audio(content, name)
             if seconds > self.limits.max_audio_seconds:
@@ -141,13 +140,16 @@ class Recommender:
                     413,
                     f"{name}: {seconds:.1f} s is over the limit of {self.limits.max_audio_seconds:g} s",
                 )
-            audio = load_audio(content, features.sample_rate, name=name)
+            return load_audio(content, self.catalogue.features.sample_rate, name=name)
         except UnsupportedAudioError as exc:
             message = str(exc) if ACCEPTED_TEXT in str(exc) else f"{exc}; send {ACCEPTED_TEXT}"
             raise RequestError(415, message) from None
         except AudioDecodeError as exc:
             raise RequestError(400, str(exc)) from None
-        windows = analyse_windows(audio, features)
+
+    def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
+        """An upload (:meth:`decode_upload`) as both models' inputs, per window."""
+        windows = analyse_windows(self.decode_upload(content, name), self.catalogue.features)
         norm = self.catalogue.norm_stats
         return Query(norm.normalise_fused(windows.fused), norm.normalise_frames(windows.mfcc_frames))
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
+import shutil
+import tempfile
+import threading
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,9 +24,11 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BadInput, BentoMLException, UnprocessableEntity
 from bentoml.validators import DType, Shape
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import AfterValidator, Field
 
+from bgmfit.config import TimelineParams, params_from_dict
 from bgmfit.errors import BgmfitError
 from bgmfit.files import SERVING
 from bgmfit.index import Catalogue
@@ -30,6 +36,7 @@ from bgmfit.models.export import load_network
 from bgmfit.networks import MATCH, TRIPLET
 from bgmfit.serving.guard import RequestGuard
 from bgmfit.serving.recommender import Filters, Limits, Query, Recommender, RequestError
+from bgmfit.timeline.job import swap_tracks, timeline_of, write_preview
 from bgmfit.tracking.logged import network_folder
 
 #: Where the ``package`` stage wrote the service's configuration; ``BGMFIT_SERVING`` overrides it.
@@ -49,6 +56,14 @@ CONFIG = _config()
 # serving.json sits in models/ of the repository (or of the bento), and names the index relative to that root.
 INDEX_DIR = SERVING_CONFIG.resolve().parent.parent / CONFIG["index_dir"]
 FUSED_SHAPE = tuple(CONFIG["fused_shape"])
+TIMELINE = params_from_dict("timeline", TimelineParams, CONFIG["timeline"])
+LIBRARY_ROOT = Path(CONFIG["library_root"])
+#: A timeline job's files (the decoded episode, its timeline and previews) live here while it is
+#: one of the last KEPT_JOBS; a job id is 32 hex digits, chosen by the page (or by the task).
+JOBS = Path(tempfile.mkdtemp(prefix="bgmfit-jobs-"))
+KEPT_JOBS = 8
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+EDITOR_PAGE = Path(__file__).with_name("editor.html")
 
 
 class PayloadTooLarge(BentoMLException):
@@ -110,6 +125,8 @@ class BGMFit:
         self.recommender = Recommender(
             models[MATCH.name], models[TRIPLET.name], versions, catalogue, Limits(**CONFIG["limits"])
         )
+        self.progress: dict[str, dict] = {}  # job id -> {"step", "fraction"}, for the editor page
+        self._jobs_lock = threading.Lock()
         gc.freeze()  # start-up objects never need collecting; fewer long GC pauses under load
 
     def _query(self, audio: Path | None, features: list | None) -> Query:
@@ -203,6 +220,116 @@ class BGMFit:
     def model_info(self) -> dict:
         """Model versions and aliases, the index's content hash and size, and the request limits."""
         return self.recommender.model_info()
+
+    # -- whole episodes ---------------------------------------------------------------------------
+
+    @bentoml.task
+    def timeline(self, audio: Path, job: str | None = None, preview: bool = True) -> dict:
+        """Score a whole episode: ``POST /timeline/submit``, then ``GET /timeline/status``, ``/timeline/get``.
+
+        The answer is the timeline (the same JSON as ``bgmfit timeline``) with ``job``; with
+        ``preview``, ``preview_url`` is where its mix can be fetched (``GET /jobs/{job}/...``).
+        ``job`` (32 hex digits) lets a client follow ``GET /jobs/{job}/progress`` meanwhile.
+        """
+        job = self._new_job(job)
+        try:
+            self.recommender.check_upload_size(audio.stat().st_size)
+            y = self.recommender.decode_upload(audio.read_bytes(), "upload")
+        except RequestError as exc:
+            self.progress[job] = {"step": "failed", "fraction": 1.0, "error": str(exc)}
+            raise _http_error(exc) from None
+        folder = JOBS / job
+        np.save(folder / "episode.npy", y)
+        catalogue = self.recommender.catalogue
+        answer = timeline_of(
+            y,
+            catalogue,
+            self.recommender.match_model,
+            self.recommender.versions,
+            TIMELINE,
+            "upload",
+            LIBRARY_ROOT,
+            folder / "preview-0.mp3" if preview else None,
+            progress=lambda step, fraction: self.progress.__setitem__(
+                job, {"step": step, "fraction": fraction}
+            ),
+        )
+        answer["job"] = job
+        if preview:
+            answer["preview_url"] = f"/jobs/{job}/preview-0.mp3"
+        answer.pop("preview", None)  # the server's own path
+        (folder / "timeline.json").write_text(json.dumps(answer))
+        self.progress[job] = {"step": "done", "fraction": 1.0}
+        return answer
+
+    @bentoml.api
+    def render(self, job: str, choices: dict[str, str]) -> dict:
+        """Swap scenes' tracks for their alternatives (``{"3": "track id"}``); mix the preview again."""
+        folder = self._job_folder(job)
+        timeline = json.loads((folder / "timeline.json").read_text())
+        try:
+            swap_tracks(timeline, {int(k): v for k, v in choices.items()})
+        except (BgmfitError, ValueError) as exc:
+            raise UnprocessableEntity(str(exc)) from None
+        version = len(list(folder.glob("preview-*.mp3")))
+        y = np.load(folder / "episode.npy")
+        target = folder / f"preview-{version}.mp3"
+        write_preview(
+            y,
+            self.recommender.catalogue.features.sample_rate,
+            timeline,
+            self.recommender.catalogue,
+            LIBRARY_ROOT,
+            TIMELINE,
+            target,
+        )
+        timeline.pop("preview", None)
+        timeline["preview_url"] = f"/jobs/{job}/{target.name}"
+        (folder / "timeline.json").write_text(json.dumps(timeline))
+        return timeline
+
+    @info_app.get("/jobs/{job}/progress")
+    def job_progress(self, job: str) -> dict:
+        """How far a timeline job is: ``step`` (analysis, speech, fits, preview, done) and ``fraction``."""
+        if not JOB_ID.match(job) or job not in self.progress:
+            raise HTTPException(404, f"no timeline job {job!r}")
+        return self.progress[job]
+
+    @info_app.get("/jobs/{job}/{name}")
+    def job_file(self, job: str, name: str):
+        """A job's preview mix (``preview-N.mp3``) or its ``timeline.json``."""
+        if not re.fullmatch(r"preview-\d+\.mp3|timeline\.json", name):
+            raise HTTPException(404, f"no such job file {name!r}")
+        path = self._job_folder(job) / name
+        if not path.is_file():
+            raise HTTPException(404, f"job {job} has no {name} (yet)")
+        kind = "audio/mpeg" if name.endswith(".mp3") else "application/json"
+        return FileResponse(path, media_type=kind, filename=name)
+
+    @info_app.get("/editor", response_class=HTMLResponse)
+    def editor(self) -> str:
+        """The editors' page: upload an episode, follow it, see and hear its timeline, swap tracks."""
+        return EDITOR_PAGE.read_text()
+
+    def _new_job(self, job: str | None) -> str:
+        import uuid
+
+        job = job or uuid.uuid4().hex
+        if not JOB_ID.match(job):
+            raise UnprocessableEntity(f"job must be 32 hex digits, got {job!r}")
+        with self._jobs_lock:  # keep the newest KEPT_JOBS - 1 and this one
+            folders = sorted(JOBS.iterdir(), key=lambda p: p.stat().st_mtime)
+            for folder in folders[: max(0, len(folders) - KEPT_JOBS + 1)]:
+                shutil.rmtree(folder, ignore_errors=True)
+                self.progress.pop(folder.name, None)
+            (JOBS / job).mkdir(exist_ok=True)
+        self.progress[job] = {"step": "queued", "fraction": 0.0}
+        return job
+
+    def _job_folder(self, job: str) -> Path:
+        if not JOB_ID.match(job) or not (JOBS / job / "timeline.json").is_file():
+            raise HTTPException(404, f"no finished timeline job {job!r}")
+        return JOBS / job
 
 
 # One byte cap for every endpoint and content type, counted as the body streams in, before

@@ -10,15 +10,18 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from bgmfit.config import PackageParams, load_params
-from bgmfit.files import BENTO, INDEX, SERVING, read_json, write_json
+from bgmfit.config import PackageParams, TimelineParams, load_params
+from bgmfit.files import BENTO, INDEX, RAW, SERVING, read_json, write_json
 from bgmfit.serving.recommender import Limits
 from bgmfit.tracking.runs import use_tracking_store
 
 
 def main(params_path: Path) -> None:
-    """``bgmfit package``: reads ``params.yaml: package``."""
-    run(load_params("package", PackageParams, params_path))
+    """``bgmfit package``: reads ``params.yaml: package`` and ``timeline`` (the service's timelines)."""
+    run(
+        load_params("package", PackageParams, params_path),
+        load_params("timeline", TimelineParams, params_path),
+    )
 
 
 def import_models(stamp: dict) -> dict[str, str]:
@@ -48,6 +51,7 @@ def import_models(stamp: dict) -> dict[str, str]:
 
 def run(
     params: PackageParams,
+    timeline: TimelineParams,
     stamp_path: Path = INDEX / "stamp.json",
     serving_path: Path = SERVING,
     record_path: Path = BENTO,
@@ -68,6 +72,9 @@ def run(
             "batching": {"max_batch_size": params.max_batch_size, "max_latency_ms": params.max_latency_ms},
             "traffic": {"timeout": params.timeout_seconds, "concurrency": params.concurrency},
             "bento_name": params.bento_name,
+            "timeline": timeline.model_dump(),
+            # Previews mix the library's own audio, which the bento does not carry: it is read here.
+            "library_root": str((RAW if stamp["library"] == "demo" else Path(stamp["library"])).resolve()),
         },
     )
     bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=".", name=params.bento_name)

@@ -137,8 +137,11 @@ def plan_episode(
     params: TimelineParams,
     workers: int = 1,
     name: str = "episode",
+    progress: Callable[[str, float], None] | None = None,
 ) -> dict:
     """The timeline of a mono waveform at the index's ``features.sample_rate`` (see the module doc).
+
+    ``progress(step, fraction)`` is told how far each step is, for a page that shows it.
 
     Returns
     -------
@@ -151,9 +154,16 @@ def plan_episode(
     features = catalogue.features
     rate = features.sample_rate
     n_windows = len(window_starts(y.size, int(round(features.clip_seconds * rate))))
+    report = progress or (lambda step, fraction: None)
     bar = tqdm(total=n_windows, desc="timeline: analysis", unit="window", file=sys.stderr, disable=None)
-    analysis = analyse_episode(y, features, catalogue.norm_stats, workers, bar.update)
+
+    def analysed(count: int) -> None:
+        bar.update(count)
+        report("analysis", bar.n / n_windows)
+
+    analysis = analyse_episode(y, features, catalogue.norm_stats, workers, analysed)
     bar.close()
+    report("speech", 0.0)
     kinds = second_kinds(normalise_loudness(y, rate, features.loudness_lufs), rate, params)
     spans = split_scenes(analysis.rows, kinds, params)
 
@@ -169,6 +179,7 @@ def plan_episode(
         if inside.size == 0:
             inside = np.array([int(np.argmin(np.abs(centres - (span.start + span.end) / 2)))])
         fit[s], _, window[s] = catalogue.fits(match_model, foreground[inside])
+        report("fits", (s + 1) / len(spans))
 
     top = np.argsort(-fit, axis=1, kind="stable")[:, : params.candidates]
     columns = np.unique(top)  # candidate BGMs: each scene's best, together
