@@ -71,24 +71,29 @@ def expected_calibration_error(predicted: np.ndarray, grades: np.ndarray, bins: 
     return float(error)
 
 
-def calibrated(predicted: np.ndarray, temperature: float) -> np.ndarray:
-    """Fits rescaled by a temperature on their logits: ``sigmoid(logit(p) / T)``; the order is kept."""
-    p = np.clip(np.asarray(predicted, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
+def fit_calibration(predicted: np.ndarray, grades: np.ndarray) -> dict[str, list[float]]:
+    """Isotonic regression of graded labels on predicted fits (scikit-learn), as its knots.
+
+    Fitted on the validation split. It maps a fit to the mean grade of the pairs that got
+    that fit, monotonically; temperature scaling, tried first, cannot move the mean fit (0.20
+    against a mean grade of 0.13 on the demo) and left the test ECE where it was.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(predicted, grades)
+    return {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
 
 
-def fit_temperature(predicted: np.ndarray, grades: np.ndarray) -> float:
-    """The temperature (Guo et al., 2017) that minimises the cross-entropy of calibrated fits
-    against graded labels; fitted on the validation split, one number, so ranking is unchanged."""
-    from scipy.optimize import minimize_scalar
+def calibrated(predicted: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """Fits through a calibration's knots (linear between them); unchanged when there is none.
 
-    grades = np.asarray(grades, dtype=np.float64)
-
-    def loss(log_t: float) -> float:
-        q = np.clip(calibrated(predicted, float(np.exp(log_t))), 1e-7, 1 - 1e-7)
-        return float(-np.mean(grades * np.log(q) + (1 - grades) * np.log(1 - q)))
-
-    return float(np.exp(minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
+    A millionth of the raw fit is blended in, so that a flat stretch of the isotonic map does
+    not turn a ranking into ties: the order of the raw fits is kept exactly.
+    """
+    predicted = np.clip(np.asarray(predicted, dtype=np.float64), 0.0, 1.0)
+    if not calibration:
+        return predicted
+    return (1 - 1e-6) * np.interp(predicted, calibration["x"], calibration["y"]) + 1e-6 * predicted
 
 
 def reliability_curve(predicted: np.ndarray, grades: np.ndarray, bins: int = 10) -> list[dict[str, float]]:

@@ -77,6 +77,29 @@ def test_music_goes_under_speech_only_and_changes_only_at_scene_boundaries(score
     assert timeline["models"] and timeline["library"] == "demo"
 
 
+def test_nothing_fits_is_an_answer_under_min_fit(served_project, episode, tmp_path):
+    params = yaml.safe_load((served_project / "params.yaml").read_text())
+    params["timeline"]["min_fit"] = 1.0  # no calibrated fit reaches it
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "t.json"
+    result = bgmfit(
+        served_project,
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "timeline",
+        str(episode.path),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scenes = json.loads(out.read_text())["scenes"]
+    assert scenes and all(s["track"] is None for s in scenes)
+    speech = [s for s in scenes if s["kind"] == "speech"]
+    assert speech and all(s["note"] == "no track fits above timeline.min_fit (1)" for s in speech)
+    assert all(len(s["alternatives"]) == 3 for s in scenes)  # still offered, for an editor to choose
+    assert "no BGM" in result.stdout
+
+
 def test_the_preview_is_the_episode_over_ducked_bgm_at_podcast_loudness(scored, episode):
     import pyloudnorm
 

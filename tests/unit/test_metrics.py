@@ -52,15 +52,16 @@ def test_style_retrieval_precision_map_and_recall_by_hand():
     assert result["per_style"]["b"]["recall@2"] == pytest.approx(0.5)
 
 
-def test_temperature_scaling_finds_the_overconfidence_and_lowers_the_ece(rng):
-    from bgmfit.metrics import calibrated, expected_calibration_error, fit_temperature
+def test_isotonic_calibration_brings_the_ece_down_and_keeps_the_order(rng):
+    from bgmfit.metrics import calibrated, expected_calibration_error, fit_calibration
 
-    true = rng.uniform(0.05, 0.95, 20000)
+    true = rng.uniform(0.0, 0.6, 20000)
     outcome = (rng.uniform(size=true.size) < true).astype(float)
-    logit = np.log(true / (1 - true))
-    overconfident = 1 / (1 + np.exp(-2.5 * logit))  # twice and a half too sure
-    temperature = fit_temperature(overconfident, outcome)
-    assert temperature == pytest.approx(2.5, rel=0.1)
-    after = expected_calibration_error(calibrated(overconfident, temperature), outcome)
-    assert after < 0.02 < expected_calibration_error(overconfident, outcome)
-    assert np.array_equal(np.argsort(calibrated(overconfident, temperature)), np.argsort(overconfident))
+    predicted = np.clip(true * 1.4 + 0.1, 0, 1)  # too high, as method A's fits are
+    calibration = fit_calibration(predicted[::2], outcome[::2])  # fitted on one half ...
+    held_out, truth = predicted[1::2], outcome[1::2]  # ... judged on the other
+    after = calibrated(held_out, calibration)
+    assert expected_calibration_error(after, truth) < 0.02 < expected_calibration_error(held_out, truth)
+    order = np.argsort(held_out, kind="stable")
+    assert np.all(np.diff(after[order]) >= 0) and len(np.unique(after)) == len(np.unique(held_out))
+    assert np.array_equal(calibrated(held_out, None), held_out)

@@ -13,7 +13,7 @@ from bgmfit.metrics import (
     calibrated,
     cosine_distance_matrix,
     expected_calibration_error,
-    fit_temperature,
+    fit_calibration,
     pair_classification,
     partner_retrieval,
     reliability_curve,
@@ -97,14 +97,15 @@ def match_metrics(evaluation: MatchEvaluation) -> tuple[dict, dict[str, dict[str
     return result, per_style
 
 
-def match_calibration(test: MatchEvaluation, val: MatchEvaluation) -> dict[str, float]:
-    """Temperature scaling of the model's fits, fitted on ``val``; the test ECE before and after."""
-    temperature = fit_temperature(val.scores["model"].ravel(), val.relevance.ravel())
+def match_calibration(test: MatchEvaluation, val: MatchEvaluation) -> dict:
+    """Isotonic calibration of the model's fits, fitted on ``val``; the test ECE before and after."""
+    calibration = fit_calibration(val.scores["model"].ravel(), val.relevance.ravel())
     predicted, grades = test.scores["model"].ravel(), test.relevance.ravel()
     return {
-        "temperature": temperature,
+        "method": "isotonic",
+        "knots": len(calibration["x"]),
         "ece_before": expected_calibration_error(predicted, grades),
-        "ece_after": expected_calibration_error(calibrated(predicted, temperature), grades),
+        "ece_after": expected_calibration_error(calibrated(predicted, calibration), grades),
         "val_pairs": int(val.relevance.size),
     }
 

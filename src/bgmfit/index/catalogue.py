@@ -199,8 +199,8 @@ class Catalogue:
         self.style_names = frozenset(self.styles.tolist())  # what filters may name
         self.tag_names = frozenset().union(*self.tags)
         self.durations = np.array([float(t["duration_seconds"]) for t in self.tracks], dtype=np.float64)
-        # Method A's temperature on the validation split (the index stage fits it for the champion).
-        self.temperature = float(self.stamp.get("calibration", {}).get("temperature", 1.0))
+        # Method A's calibration on the validation split (the index stage fits it for the champion).
+        self.calibration = self.stamp.get("calibration")
         self.bgm_rows = np.array([i for i, t in enumerate(self.tracks) if t["role"] == "bgm"], dtype=np.int64)
         self._bgm_windows = self.windows_of(self.bgm_rows)  # once: every /recommend ranks them all
 
@@ -220,12 +220,12 @@ class Catalogue:
 
         ``foreground`` holds the deep features of the query's windows. A BGM window's fit with
         the query is ``match_model.query_fit`` (the mean over the query's windows), calibrated by
-        the index's temperature; a track's fit is its best window's, and that window is where an
+        the index's isotonic map; a track's fit is its best window's, and that window is where an
         editor should start playing it.
         """
         windows, track = self._bgm_windows if rows is None else self.windows_of(rows)
         candidates = torch.from_numpy(self.match_deep[windows])
-        fit = calibrated(match_model.query_fit(foreground, candidates).numpy(), self.temperature)
+        fit = calibrated(match_model.query_fit(foreground, candidates).numpy(), self.calibration)
         distance = (
             (1.0 - torch.nn.functional.cosine_similarity(foreground[:, None], candidates[None], dim=2))
             .numpy()

@@ -333,7 +333,11 @@ class Recommender:
                 "windows": stamp["windows"],
                 "bgm_tracks": stamp["bgm_tracks"],
                 "search": stamp["search"],
-                "calibration_temperature": self.catalogue.temperature,
+                "calibration": (
+                    f"isotonic, {len(self.catalogue.calibration['x'])} knots"
+                    if self.catalogue.calibration
+                    else "none"
+                ),
                 "ann_recall_at_10": stamp.get("ann_recall_at_10"),  # HNSW against exact; null when exact
             },
             "limits": {

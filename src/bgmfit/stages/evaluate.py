@@ -156,7 +156,7 @@ def _report(match: dict, triplet: dict) -> None:
         lines.append(f"  {cells}")
     c = match["calibration"]
     lines.append(
-        f"evaluate: method A calibration: temperature {c['temperature']:.3f} (fitted on val), "
+        f"evaluate: method A calibration: isotonic, {c['knots']} knots fitted on val, "
         f"test ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}"
     )
     print("\n".join(lines), file=sys.stderr)

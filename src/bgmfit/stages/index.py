@@ -19,7 +19,7 @@ from bgmfit.features.fusion import NormStats
 from bgmfit.files import CHAMPIONS, FEATURES, INDEX, fresh_dir, read_json
 from bgmfit.index import build_catalogue
 from bgmfit.index.library import demo_library, folder_library, scan_folder
-from bgmfit.metrics import fit_temperature
+from bgmfit.metrics import fit_calibration
 from bgmfit.networks import MATCH, NETWORKS, TRIPLET
 from bgmfit.stages import worker_count
 from bgmfit.tracking.logged import load_version
@@ -75,11 +75,13 @@ def run(
         source,
     )
     versions = ", ".join(f"{n} v{m['version']}" for n, m in stamp["models"].items())
-    print(
-        f"index: method A calibration temperature {stamp['calibration']['temperature']:.3f} "
-        f"(fitted on {stamp['calibration']['fitted_on']})",
-        file=sys.stderr,
-    )
+    calibration = stamp["calibration"]
+    if calibration:
+        print(
+            f"index: method A's fits calibrated: isotonic, {len(calibration['x'])} knots "
+            f"({calibration['val_pairs']} validation pairs)",
+            file=sys.stderr,
+        )
     recall = stamp["ann_recall_at_10"]
     if recall is not None:
         print(f"index: HNSW recall@10 against exact search {recall:.3f} (500 windows)", file=sys.stderr)
@@ -98,15 +100,15 @@ def run(
     return stamp
 
 
-def _calibration(match_model, store: FeatureStore) -> dict:
-    """The champion's temperature on the validation split, fitted as the evaluate stage fits it."""
+def _calibration(match_model, store: FeatureStore) -> dict | None:
+    """The champion's isotonic calibration on the validation split, fitted as evaluate fits it."""
     try:
         val = score_match(store, match_model, seed=0, split="val")
     except ValueError:
-        return {"temperature": 1.0, "fitted_on": "nothing (no validation pairs)"}
-    predicted, grades = val.scores["model"].ravel(), val.relevance.ravel()
-    temperature = fit_temperature(predicted, grades)
-    return {"temperature": round(temperature, 6), "fitted_on": f"val ({grades.size} pairs)"}
+        return None  # no validation pairs: the fits are served as the network gives them
+    return fit_calibration(val.scores["model"].ravel(), val.relevance.ravel()) | {
+        "val_pairs": val.relevance.size
+    }
 
 
 def _folder(params: IndexParams, features: FeaturesParams, features_dir: Path):

@@ -147,8 +147,8 @@ def model_card(network: Network, training: dict, metrics: dict, seconds: float) 
         lines += [
             "",
             "## Calibration",
-            f"Temperature scaling fitted on the validation split ({c['val_pairs']} pairs): T = "
-            f"{c['temperature']:.3f}. Test ECE {c['ece_before']:.4f} before, {c['ece_after']:.4f} after. "
+            f"Isotonic regression fitted on the validation split ({c['val_pairs']} pairs, "
+            f"{c['knots']} knots). Test ECE {c['ece_before']:.4f} before, {c['ece_after']:.4f} after. "
             "The served fits (`/recommend`, `/match`, timelines) are the calibrated ones.",
         ]
     lines += ["", "## Params", "| param | value |", "|---|---|"]

@@ -9,6 +9,10 @@ frames start from a fresh state, as the start of any file does.
 A second is *speech* when at least ``timeline.speech_share`` of its frames are speech, else
 *silence* when its RMS level (after levelling) is under ``timeline.silence_dbfs``, else
 *music* (any other sound: music, effects, noise).
+
+Levelling an hour-long episode through pyloudnorm at once would hold several float64 copies of
+it; :func:`episode_gain` measures it 10 minutes at a time instead, and everything here reads
+the episode a block at a time with that gain applied.
 """
 
 from __future__ import annotations
@@ -34,15 +38,41 @@ def _vad():
     return load_silero_vad()
 
 
-def speech_probability(y: np.ndarray, sample_rate: int, block_seconds: int = 600) -> np.ndarray:
-    """silero-vad's speech probability of every 32 ms frame of a mono waveform.
+BLOCK_SECONDS = 600  # a whole number of 32 ms frames at 16 kHz
 
-    Read ``block_seconds`` at a time (600 s: a whole number of frames), so that an episode's
-    16 kHz copy is never held whole.
+
+def episode_gain(y: np.ndarray, sample_rate: int, target_lufs: float) -> float:
+    """The gain that brings ``y`` to ``target_lufs``, from its loudness measured a block at a time.
+
+    Each 10-minute block's integrated loudness (ITU-R BS.1770, pyloudnorm) is combined by
+    energy, weighted by length; the relative gate applies within blocks, not across them. 1.0
+    for silence and for clips too short to measure.
     """
-    block = block_seconds * sample_rate
+    import pyloudnorm
+
+    meter, block = pyloudnorm.Meter(sample_rate), BLOCK_SECONDS * sample_rate
+    energy, seconds = 0.0, 0.0
+    for start in range(0, y.size, block):
+        part = np.asarray(y[start : start + block], dtype=np.float64)
+        if part.size < int(0.4 * sample_rate):
+            continue
+        loudness = meter.integrated_loudness(part)
+        if np.isfinite(loudness):
+            energy += part.size * 10 ** (loudness / 10)
+            seconds += part.size
+    if seconds == 0:
+        return 1.0
+    return float(10 ** ((target_lufs - 10 * np.log10(energy / seconds)) / 20))
+
+
+def speech_probability(y: np.ndarray, sample_rate: int, gain: float = 1.0) -> np.ndarray:
+    """silero-vad's speech probability of every 32 ms frame of a mono waveform, times ``gain``.
+
+    Read 10 minutes at a time, so that an episode's 16 kHz copy is never held whole.
+    """
+    block = BLOCK_SECONDS * sample_rate
     parts = [
-        _block_probability(np.asarray(y[i : i + block], dtype=np.float32), sample_rate)
+        _block_probability(np.asarray(y[i : i + block], dtype=np.float32) * np.float32(gain), sample_rate)
         for i in range(0, max(1, y.size), block)
     ]
     return np.concatenate(parts)
@@ -66,27 +96,28 @@ def _block_probability(y: np.ndarray, sample_rate: int) -> np.ndarray:
     return out.reshape(-1)[:n]
 
 
-def second_kinds(y: np.ndarray, sample_rate: int, params: TimelineParams) -> np.ndarray:
-    """``speech``, ``music`` or ``silence`` for each whole second of a levelled mono waveform (the
-    last, partial second included)."""
+def second_kinds(y: np.ndarray, sample_rate: int, params: TimelineParams, target_lufs: float) -> np.ndarray:
+    """``speech``, ``music`` or ``silence`` for each whole second of a mono waveform levelled to
+    ``target_lufs`` (the last, partial second included)."""
     seconds = max(1, -(-y.size // sample_rate))
-    probability = speech_probability(y, sample_rate)
+    gain = episode_gain(y, sample_rate, target_lufs)
+    probability = speech_probability(y, sample_rate, gain)
     # each frame counts for the second it starts in
     owner = np.minimum((np.arange(probability.size) * FRAME) // VAD_RATE, seconds - 1)
     speech = np.bincount(owner, probability >= params.speech_threshold, seconds)
     counts = np.maximum(np.bincount(owner, minlength=seconds), 1)
-    level = second_levels(y, sample_rate)
+    level = second_levels(y, sample_rate) + 20 * np.log10(gain)
     kinds = np.where(level < params.silence_dbfs, "silence", "music").astype(object)
     kinds[speech / counts >= params.speech_share] = "speech"
     return kinds
 
 
-def second_levels(y: np.ndarray, sample_rate: int, block_seconds: int = 600) -> np.ndarray:
+def second_levels(y: np.ndarray, sample_rate: int) -> np.ndarray:
     """RMS level, dBFS, of each whole second (the last one padded with silence), a block at a time."""
     seconds = max(1, -(-y.size // sample_rate))
     level = np.empty(seconds)
-    for first in range(0, seconds, block_seconds):
-        last = min(seconds, first + block_seconds)
+    for first in range(0, seconds, BLOCK_SECONDS):
+        last = min(seconds, first + BLOCK_SECONDS)
         block = np.zeros((last - first) * sample_rate, dtype=np.float32)
         part = y[first * sample_rate : last * sample_rate]
         block[: part.size] = part

@@ -149,8 +149,6 @@ def plan_episode(
         ``episode``, ``duration_seconds``, ``scenes`` (:class:`Scene` as dicts), ``switches``
         and ``tracks_used``; the caller adds the models and params it ran with.
     """
-    from bgmfit.audio import normalise_loudness
-
     features = catalogue.features
     rate = features.sample_rate
     n_windows = len(window_starts(y.size, int(round(features.clip_seconds * rate))))
@@ -164,7 +162,7 @@ def plan_episode(
     analysis = analyse_episode(y, features, catalogue.norm_stats, workers, analysed)
     bar.close()
     report("speech", 0.0)
-    kinds = second_kinds(normalise_loudness(y, rate, features.loudness_lufs), rate, params)
+    kinds = second_kinds(y, rate, params, features.loudness_lufs)
     spans = split_scenes(analysis.rows, kinds, params)
 
     foreground = match_model.embed(torch.from_numpy(analysis.fused), "foreground")

@@ -17,6 +17,7 @@ import numpy as np
 
 from bgmfit.audio import normalise_loudness
 from bgmfit.config import TimelineParams
+from bgmfit.timeline.activity import episode_gain
 
 BLOCK_SECONDS = 1
 
@@ -103,7 +104,7 @@ def render_preview(
 
     ``track_audio(track_id)`` gives a library track, mono at ``sample_rate``.
     """
-    voice = normalise_loudness(episode, sample_rate, params.preview_lufs)
+    voice = episode * np.float32(episode_gain(episode, sample_rate, params.preview_lufs))
     bed = np.zeros_like(voice)
     fade = int(params.crossfade_seconds * sample_rate)
     cache: dict[str, np.ndarray] = {}
@@ -143,11 +144,13 @@ def render_preview(
         )
     from pedalboard import Limiter
 
-    mix = normalise_loudness(voice + ducked, sample_rate, params.preview_lufs)
-    limited = Limiter(threshold_db=-1.0, release_ms=100.0)(mix[None], sample_rate)[0]
+    mix = voice + ducked
+    del bed, ducked
+    mix *= np.float32(episode_gain(mix, sample_rate, params.preview_lufs))
+    mix = Limiter(threshold_db=-1.0, release_ms=100.0)(mix[None], sample_rate)[0]
     # The limiter changes the loudness (its make-up gain); bring it back to the target.
-    final = normalise_loudness(limited.astype(np.float32), sample_rate, params.preview_lufs)
-    return np.clip(final, -1.0, 1.0), levels
+    mix *= np.float32(episode_gain(mix, sample_rate, params.preview_lufs))
+    return np.clip(mix, -1.0, 1.0, out=mix), levels
 
 
 def _runs(scenes: list[dict]) -> list[tuple[int, int]]:
