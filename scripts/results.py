@@ -38,6 +38,32 @@ def _invariance(a: dict, b: dict) -> list[str]:
     ]
 
 
+def _timelines() -> list[str]:
+    """Long-form episodes of held-out works scored as timelines, beside the unsmoothed baseline."""
+    if not (METRICS / "timeline.json").is_file():
+        return []
+    t = _load("timeline")
+    keys = [
+        "scene_accuracy_style",
+        "scene_accuracy_work",
+        "switches",
+        "boundary_f1",
+        "abstention",
+        "false_abstention",
+    ]
+    return [
+        "## Timelines of long-form episodes",
+        "",
+        f"{t['episodes']} episodes of {t['scenes_per_episode']} held-out works each ({t['scenes']} scenes; "
+        f"each work's narration, with a pause between works; {t['true_switches']:.0f} true changes of BGM "
+        "per episode). The baseline takes each scene's top-1, with no switch penalty. Abstention: with every "
+        "BGM of one style removed, the share of that style's scenes left without BGM.",
+        "",
+        *_table({"timeline": t["timeline"], "each scene's top-1": t["baseline"]}, keys, "plan"),
+        "",
+    ]
+
+
 def render() -> str:
     """The whole of docs/results.md."""
     fetch, features, register = _load("fetch"), _load("features"), _load("register")
@@ -73,6 +99,11 @@ def render() -> str:
         "",
         *_table({**match["per_style"], **match["per_kind"]}, MATCH_KEYS, "group"),
         "",
+        f"Calibration: {match['calibration']['method']} regression fitted on the validation split "
+        f"({match['calibration']['val_pairs']} pairs, {match['calibration']['knots']} knots); test ECE "
+        f"{match['calibration']['ece_before']:.3f} before, {match['calibration']['ece_after']:.3f} after. "
+        "The served fits are the calibrated ones.",
+        "",
         "## Method B: triplet style, on held-out works",
         "",
         f"The {triplet['test']['tracks']} test music tracks in {triplet['test']['styles']} styles query "
@@ -96,6 +127,7 @@ def render() -> str:
         "",
         f"Queries: {match['invariance']['queries']} (A), {triplet['invariance']['queries']} (B).",
         "",
+        *_timelines(),
         "## The registry gate",
         "",
         "| model | version | alias | score | champion's score on the same split |",

@@ -30,6 +30,7 @@ TINY_PIPELINE = {
         "tracks_per_style": 2,
         "accelerator": "cpu",
     },
+    "evaluate": {"timeline_episodes": 2, "timeline_scenes": 3},
     # A two-epoch model must still become champion, so that index, package and serving run.
     "register": {"match_threshold": 0.0, "triplet_threshold": 0.0, "invariance_threshold": 0.0},
 }

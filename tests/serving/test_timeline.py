@@ -43,6 +43,21 @@ def scored(served_project, episode, tmp_path_factory):
     return json.loads((out / "t.json").read_text()), out / "mix.mp3", result.stdout
 
 
+def test_the_evaluate_stage_scores_long_form_episodes_of_held_out_works(served_project):
+    metrics = json.loads((served_project / "metrics/timeline.json").read_text())
+    assert metrics["episodes"] == 2 and metrics["scenes_per_episode"] == 3 and metrics["scenes"] >= 4
+    for scorer in ("timeline", "baseline"):
+        block = metrics[scorer]
+        assert 0 <= block["scene_accuracy_work"] <= block["scene_accuracy_style"] <= 1
+        assert 0 <= block["boundary_f1"] <= 1 and block["switches"] >= 0
+    assert (
+        metrics["baseline"]["switches"] >= metrics["timeline"]["switches"]
+    )  # the penalty only removes changes
+    assert 0 <= metrics["timeline"]["abstention"] <= 1 and 0 <= metrics["timeline"]["false_abstention"] <= 1
+    plot = (served_project / "plots/timeline.csv").read_text().splitlines()
+    assert plot[0] == "measure,scorer,value" and len(plot) == 7
+
+
 def test_scenes_are_found_where_the_episode_changes(scored, episode):
     timeline, _, stdout = scored
     scenes = timeline["scenes"]

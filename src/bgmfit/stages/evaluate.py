@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 
-from bgmfit.config import EvaluateParams, FeaturesParams, load_params
+from bgmfit.config import EvaluateParams, FeaturesParams, TimelineParams, load_params
 from bgmfit.data.store import FeatureStore
 from bgmfit.errors import BgmfitError
 from bgmfit.evaluation import plots
@@ -33,20 +33,24 @@ from bgmfit.models.match_module import MatchModule
 from bgmfit.models.triplet_module import TripletModule
 from bgmfit.networks import MATCH, TRIPLET
 from bgmfit.stages import worker_count
+from bgmfit.timeline.longform import evaluate_timelines
 from bgmfit.tracking.runs import use_tracking_store
 
 
 def main(params_path: Path) -> None:
-    """``bgmfit evaluate``: reads ``params.yaml: evaluate`` and ``features`` (to analyse queries anew)."""
+    """``bgmfit evaluate``: reads ``params.yaml: evaluate``, ``features`` (to analyse queries anew)
+    and ``timeline`` (the long-form episodes)."""
     run(
         load_params("evaluate", EvaluateParams, params_path),
         load_params("features", FeaturesParams, params_path),
+        load_params("timeline", TimelineParams, params_path),
     )
 
 
 def run(
     params: EvaluateParams,
     features: FeaturesParams,
+    timeline: TimelineParams | None = None,
     raw_dir: Path = RAW,
     features_dir: Path = FEATURES,
     models_dir: Path = MODELS,
@@ -95,12 +99,60 @@ def run(
     triplet_plots += plots.per_style_bars(
         plots_dir, "triplet", "precision@10", _pick(triplet_per_style, "precision@10")
     )
+    if timeline is not None and params.timeline_episodes:
+        longform = evaluate_timelines(
+            store,
+            raw_dir,
+            match_model,
+            features,
+            NormStats.load(features_dir / "norm_stats.json"),
+            timeline,
+            params.timeline_episodes,
+            params.timeline_scenes,
+            params.seed,
+        )
+        write_json(metrics_dir / "timeline.json", longform)
+        _write_timeline_plot(plots_dir / "timeline.csv", longform)
+        _log_to_run(match_training["run_id"], {"timeline": longform}, [])
+        print(
+            "evaluate: timelines of {episodes} long-form episodes ({scenes} scenes): scene accuracy "
+            "(work/style) {w:.3f}/{s:.3f} against {bw:.3f}/{bs:.3f} unsmoothed; switches {sw:.2f} "
+            "against {bsw:.2f} (true {t:.2f}); boundary F1 {f1:.3f}; abstention {a:.3f} "
+            "(false {fa:.3f})".format(
+                episodes=longform["episodes"],
+                scenes=longform["scenes"],
+                w=longform["timeline"]["scene_accuracy_work"],
+                s=longform["timeline"]["scene_accuracy_style"],
+                bw=longform["baseline"]["scene_accuracy_work"],
+                bs=longform["baseline"]["scene_accuracy_style"],
+                sw=longform["timeline"]["switches"],
+                bsw=longform["baseline"]["switches"],
+                t=longform["true_switches"],
+                f1=longform["timeline"]["boundary_f1"],
+                a=longform["timeline"]["abstention"],
+                fa=longform["timeline"]["false_abstention"],
+            ),
+            file=sys.stderr,
+        )
     write_json(metrics_dir / f"{MATCH.key}.json", match_result)
     write_json(metrics_dir / f"{TRIPLET.key}.json", triplet_result)
     _log_to_run(match_training["run_id"], match_result, match_plots)
     _log_to_run(triplet_training["run_id"], triplet_result, triplet_plots)
     _report(match_result, triplet_result)
     return {"match": match_result, "triplet": triplet_result}
+
+
+def _write_timeline_plot(path: Path, longform: dict) -> None:
+    """One row per measure, the smoothed timeline beside the unsmoothed baseline (a DVC bar plot)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["measure", "scorer", "value"])
+        for measure in ("scene_accuracy_work", "scene_accuracy_style", "boundary_f1"):
+            for scorer in ("timeline", "baseline"):
+                writer.writerow([measure, scorer, f"{longform[scorer][measure]:.4f}"])
 
 
 def _training(folder: Path) -> dict:

@@ -29,7 +29,7 @@ from bgmfit.features.fusion import NormStats, analyse
 from bgmfit.index import Catalogue
 from bgmfit.timeline.activity import second_kinds
 from bgmfit.timeline.plan import NONE, choose, runs
-from bgmfit.timeline.scenes import split_scenes
+from bgmfit.timeline.scenes import Span, split_scenes
 
 #: Windows analysed per block: what a block holds at once is its own audio and features.
 BLOCK_WINDOWS = 32
@@ -129,7 +129,76 @@ def _bounded_map(pool, fn, jobs, ahead: int):
         yield pending.popleft().result()
 
 
+@dataclass
+class ScoredScenes:
+    """An episode's scenes, and every library BGM's calibrated fit with each (``(scenes, bgm)``)."""
+
+    spans: list[Span]
+    fit: np.ndarray  # (scenes, BGM tracks): method A's fit, calibrated
+    window: np.ndarray  # (scenes, BGM tracks): each track's best window, where to play it from
+    duration: float
+
+
 @torch.no_grad()
+def score_scenes(
+    y: np.ndarray,
+    catalogue: Catalogue,
+    match_model: torch.nn.Module,
+    params: TimelineParams,
+    workers: int = 1,
+    progress: Callable[[str, float], None] | None = None,
+) -> ScoredScenes:
+    """Steps 1-3 of the module doc: windows, kinds, scenes, and each BGM's fit with each scene."""
+    features = catalogue.features
+    rate = features.sample_rate
+    n_windows = len(window_starts(y.size, int(round(features.clip_seconds * rate))))
+    report = progress or (lambda step, fraction: None)
+    bar = tqdm(total=n_windows, desc="timeline: analysis", unit="window", file=sys.stderr, disable=None)
+
+    def analysed(count: int) -> None:
+        bar.update(count)
+        report("analysis", bar.n / n_windows)
+
+    analysis = analyse_episode(y, features, catalogue.norm_stats, workers, analysed)
+    bar.close()
+    report("speech", 0.0)
+    kinds = second_kinds(y, rate, params, features.loudness_lufs)
+    spans = split_scenes(analysis.rows, kinds, params)
+
+    foreground = match_model.embed(torch.from_numpy(analysis.fused), "foreground")
+    centres = analysis.starts + features.clip_seconds / 2
+    fit = np.zeros((len(spans), len(catalogue.bgm_rows)), dtype=np.float32)
+    window = np.zeros((len(spans), len(catalogue.bgm_rows)), dtype=np.int64)
+    for s, span in enumerate(
+        tqdm(spans, desc="timeline: scenes", unit="scene", file=sys.stderr, disable=None)
+    ):
+        inside = np.flatnonzero((centres >= span.start) & (centres < span.end))
+        if inside.size == 0:
+            inside = np.array([int(np.argmin(np.abs(centres - (span.start + span.end) / 2)))])
+        fit[s], _, window[s] = catalogue.fits(match_model, foreground[inside])
+        report("fits", (s + 1) / len(spans))
+    return ScoredScenes(spans, fit, window, analysis.duration)
+
+
+def plan_scenes(
+    scored: ScoredScenes, params: TimelineParams, excluded: np.ndarray | None = None
+) -> list[int]:
+    """Step 4: a BGM (its column in ``catalogue.bgm_rows``) or ``NONE`` per scene.
+
+    ``excluded`` (a bool per BGM) takes tracks out of the library, as if they were not in it.
+    """
+    fit = scored.fit if excluded is None else np.where(excluded[None, :], -np.inf, scored.fit)
+    top = np.argsort(-fit, axis=1, kind="stable")[:, : params.candidates]
+    columns = np.unique(top)  # candidate BGMs: each scene's best, together
+    allowed = np.zeros((len(scored.spans), len(columns)), dtype=bool)
+    for s, span in enumerate(scored.spans):
+        allowed[s] = np.isin(columns, top[s]) & (fit[s, columns] >= params.min_fit) & (span.kind != "music")
+    plan = choose(
+        np.nan_to_num(fit[:, columns], neginf=-1.0), allowed, params.switch_penalty, params.max_runs
+    )
+    return [NONE if p == NONE else int(columns[p]) for p in plan]
+
+
 def plan_episode(
     y: np.ndarray,
     catalogue: Catalogue,
@@ -149,47 +218,13 @@ def plan_episode(
         ``episode``, ``duration_seconds``, ``scenes`` (:class:`Scene` as dicts), ``switches``
         and ``tracks_used``; the caller adds the models and params it ran with.
     """
-    features = catalogue.features
-    rate = features.sample_rate
-    n_windows = len(window_starts(y.size, int(round(features.clip_seconds * rate))))
-    report = progress or (lambda step, fraction: None)
-    bar = tqdm(total=n_windows, desc="timeline: analysis", unit="window", file=sys.stderr, disable=None)
-
-    def analysed(count: int) -> None:
-        bar.update(count)
-        report("analysis", bar.n / n_windows)
-
-    analysis = analyse_episode(y, features, catalogue.norm_stats, workers, analysed)
-    bar.close()
-    report("speech", 0.0)
-    kinds = second_kinds(y, rate, params, features.loudness_lufs)
-    spans = split_scenes(analysis.rows, kinds, params)
-
-    foreground = match_model.embed(torch.from_numpy(analysis.fused), "foreground")
-    centres = analysis.starts + features.clip_seconds / 2
-    bgm = catalogue.bgm_rows
-    fit = np.zeros((len(spans), len(bgm)), dtype=np.float32)
-    window = np.zeros((len(spans), len(bgm)), dtype=np.int64)
-    for s, span in enumerate(
-        tqdm(spans, desc="timeline: scenes", unit="scene", file=sys.stderr, disable=None)
-    ):
-        inside = np.flatnonzero((centres >= span.start) & (centres < span.end))
-        if inside.size == 0:
-            inside = np.array([int(np.argmin(np.abs(centres - (span.start + span.end) / 2)))])
-        fit[s], _, window[s] = catalogue.fits(match_model, foreground[inside])
-        report("fits", (s + 1) / len(spans))
-
-    top = np.argsort(-fit, axis=1, kind="stable")[:, : params.candidates]
-    columns = np.unique(top)  # candidate BGMs: each scene's best, together
-    allowed = np.zeros((len(spans), len(columns)), dtype=bool)
-    for s, span in enumerate(spans):
-        allowed[s] = np.isin(columns, top[s]) & (fit[s, columns] >= params.min_fit) & (span.kind != "music")
-    plan = choose(fit[:, columns], allowed, params.switch_penalty, params.max_runs)
-
+    scored = score_scenes(y, catalogue, match_model, params, workers, progress)
+    plan = plan_scenes(scored, params)
+    fit, window, bgm = scored.fit, scored.window, catalogue.bgm_rows
     scenes = []
-    offsets = _offsets(plan, columns, spans, window, catalogue)
-    for s, span in enumerate(spans):
-        chosen = None if plan[s] == NONE else int(columns[plan[s]])
+    offsets = _offsets(plan, scored, catalogue)
+    for s, span in enumerate(scored.spans):
+        chosen = None if plan[s] == NONE else plan[s]
         others = [int(c) for c in np.argsort(-fit[s], kind="stable") if int(c) != chosen][:ALTERNATIVES]
         note = ""
         if chosen is None:
@@ -202,7 +237,7 @@ def plan_episode(
             Scene(
                 index=s,
                 start_seconds=float(span.start),
-                end_seconds=float(min(span.end, analysis.duration)),
+                end_seconds=float(min(span.end, scored.duration)),
                 kind=span.kind,
                 track=None if chosen is None else _track(catalogue, bgm[chosen]),
                 offset_seconds=None if chosen is None else round(offsets[s], 2),
@@ -222,20 +257,20 @@ def plan_episode(
     used = runs(plan)
     return {
         "episode": name,
-        "duration_seconds": round(analysis.duration, 2),
+        "duration_seconds": round(scored.duration, 2),
         "scenes": [asdict(s) for s in scenes],
         "switches": max(0, len(used) - 1),
         "tracks_used": len({t for t, _, _ in used}),
     }
 
 
-def _offsets(plan, columns, spans, window, catalogue: Catalogue) -> dict[int, float]:
+def _offsets(plan: list[int], scored: ScoredScenes, catalogue: Catalogue) -> dict[int, float]:
     """Where each scene's track plays from: a run starts at its first scene's best window and plays on."""
     offsets: dict[int, float] = {}
+    spans = scored.spans
     for column, a, b in runs(plan):
-        row = catalogue.bgm_rows[columns[column]]
-        start = float(catalogue.window_offset[window[a, columns[column]]])
-        length = max(float(catalogue.durations[row]), 1e-3)
+        start = float(catalogue.window_offset[scored.window[a, column]])
+        length = max(float(catalogue.durations[catalogue.bgm_rows[column]]), 1e-3)
         for s in range(a, b):
             offsets[s] = (start + spans[s].start - spans[a].start) % length
     return offsets
