@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,9 @@ def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = "1"
+    # BentoML deletes and recreates its task database ($BENTOML_HOME/task_result.db) whenever
+    # a server starts, so two servers of one home would break each other's tasks.
+    env["BENTOML_RESULT_STORE"] = str(Path(tempfile.mkdtemp(prefix="bentoml-tasks-")) / "task_result.db")
     return env
 
 

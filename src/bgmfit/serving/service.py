@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import BadInput, BentoMLException, UnprocessableEntity
+from bentoml.exceptions import BadInput, BentoMLException, NotFound, UnprocessableEntity
 from bentoml.validators import DType, Shape
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
@@ -266,6 +266,8 @@ class BGMFit:
     def render(self, job: str, choices: dict[str, str]) -> dict:
         """Swap scenes' tracks for their alternatives (``{"3": "track id"}``); mix the preview again."""
         folder = self._job_folder(job)
+        if folder is None:
+            raise NotFound(f"no finished timeline job {job!r}")
         timeline = json.loads((folder / "timeline.json").read_text())
         try:
             swap_tracks(timeline, {int(k): v for k, v in choices.items()})
@@ -300,7 +302,10 @@ class BGMFit:
         """A job's preview mix (``preview-N.mp3``) or its ``timeline.json``."""
         if not re.fullmatch(r"preview-\d+\.mp3|timeline\.json", name):
             raise HTTPException(404, f"no such job file {name!r}")
-        path = self._job_folder(job) / name
+        folder = self._job_folder(job)
+        if folder is None:
+            raise HTTPException(404, f"no finished timeline job {job!r}")
+        path = folder / name
         if not path.is_file():
             raise HTTPException(404, f"job {job} has no {name} (yet)")
         kind = "audio/mpeg" if name.endswith(".mp3") else "application/json"
@@ -318,7 +323,10 @@ class BGMFit:
         if not JOB_ID.match(job):
             raise UnprocessableEntity(f"job must be 32 hex digits, got {job!r}")
         with self._jobs_lock:  # keep the newest KEPT_JOBS - 1 and this one
-            folders = sorted(JOBS.iterdir(), key=lambda p: p.stat().st_mtime)
+            folders = sorted(
+                (p for p in JOBS.iterdir() if p.is_dir() and JOB_ID.match(p.name)),
+                key=lambda p: p.stat().st_mtime,
+            )
             for folder in folders[: max(0, len(folders) - KEPT_JOBS + 1)]:
                 shutil.rmtree(folder, ignore_errors=True)
                 self.progress.pop(folder.name, None)
@@ -326,9 +334,10 @@ class BGMFit:
         self.progress[job] = {"step": "queued", "fraction": 0.0}
         return job
 
-    def _job_folder(self, job: str) -> Path:
+    def _job_folder(self, job: str) -> Path | None:
+        """A finished job's folder; ``None`` for an unknown or unfinished job, or one that is not an id."""
         if not JOB_ID.match(job) or not (JOBS / job / "timeline.json").is_file():
-            raise HTTPException(404, f"no finished timeline job {job!r}")
+            return None
         return JOBS / job
 
 
