@@ -55,3 +55,35 @@ def served_project(tmp_path_factory) -> Path:
         result = bgmfit(folder, stage)
         assert result.returncode == 0, f"bgmfit {stage} failed:\n{result.stderr[-3000:]}"
     return folder
+
+
+#: Where the browser checks (MLflow UI, the editors' page) keep their screenshots.
+SCREENSHOTS = REPO / "build/ui-check"
+# Without the background-networking flags Chromium keeps calling Google's hosts, which this
+# machine's closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium (installed on first use where this user may) driven by Playwright, headless."""
+    from tests.system import debian_program
+
+    chromium = debian_program("/usr/bin/chromium", "chromium")
+    if chromium is None:
+        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,22 @@ def environment() -> dict[str, str]:
     # a server starts, so two servers of one home would break each other's tasks.
     env["BENTOML_RESULT_STORE"] = str(Path(tempfile.mkdtemp(prefix="bentoml-tasks-")) / "task_result.db")
     return env
+
+
+@contextmanager
+def bentoml_serve(project: Path, serving: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """A real `bentoml serve` of ``project`` on 127.0.0.1, configured by ``serving`` (a serving.json in
+    its ``models/``), until the block ends: its URL and process id."""
+    from tests.system import free_port, local_server
+
+    port = free_port()
+    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
+    base = f"http://127.0.0.1:{port}"
+    env = environment() | {"BGMFIT_SERVING": str(serving)}
+    with local_server(
+        [sys.executable, "-m", *command], f"{base}/readyz", log, cwd=project, env=env
+    ) as server:
+        yield base, server.pid
 
 
 def run(folder: Path, *command: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,9 +17,9 @@ import soundfile as sf
 import yaml
 
 from bgmfit.audio import encode, load_audio
-from tests.integration.helpers import bgmfit, environment
+from tests.integration.helpers import bentoml_serve, bgmfit
 from tests.integration.test_real_recordings import MUSIC
-from tests.system import debian_program, free_port, local_server
+from tests.system import debian_program
 
 pytestmark = pytest.mark.slow
 
@@ -81,16 +80,8 @@ def library_project(served_project: Path, recordings, tmp_path_factory) -> tuple
 @pytest.fixture(scope="module")
 def library_server(library_project) -> str:
     project = library_project[0]
-    port = free_port()
-    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
-    with local_server(
-        [sys.executable, "-m", *command],
-        f"http://127.0.0.1:{port}/readyz",
-        project / "bentoml-serve.log",
-        cwd=project,
-        env=environment() | {"BGMFIT_SERVING": str(project / "models/serving.json")},
-    ):
-        yield f"http://127.0.0.1:{port}"
+    with bentoml_serve(project, project / "models/serving.json", project / "bentoml-serve.log") as (base, _):
+        yield base
 
 
 def test_the_corrupt_file_is_reported_by_path_and_the_rest_indexed(library_project):

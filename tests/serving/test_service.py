@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,8 +19,8 @@ from bgmfit.errors import BgmfitError
 from bgmfit.index import Catalogue
 from bgmfit.serving.recommender import Limits, Recommender
 from bgmfit.tracking.logged import load_version
-from tests.integration.helpers import environment
-from tests.system import debian_program, free_port, local_server
+from tests.integration.helpers import bentoml_serve
+from tests.system import debian_program
 
 pytestmark = pytest.mark.slow
 
@@ -259,18 +258,9 @@ def test_the_service_refuses_an_index_built_from_other_versions(served_project, 
 @pytest.fixture(scope="module")
 def live_service(served_project, tmp_path_factory):
     """A real `bentoml serve` on 127.0.0.1, stopped when the module is done: its URL and process id."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "bentoml-serve.log"
-    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
-    base = f"http://127.0.0.1:{port}"
-    with local_server(
-        [sys.executable, "-m", *command],
-        f"{base}/readyz",
-        log,
-        cwd=served_project,
-        env=environment() | {"BGMFIT_SERVING": str(served_project / "models/serving.json")},
-    ) as server:
-        yield base, server.pid
+    with bentoml_serve(served_project, served_project / "models/serving.json", log) as (base, pid):
+        yield base, pid
 
 
 @pytest.fixture(scope="module")
@@ -456,16 +446,9 @@ def open_server(served_project, tmp_path_factory):
     config["limits"] = {**config["limits"], **vars(defaults)}
     serving = served_project / "models/serving-default-limits.json"
     serving.write_text(json.dumps(config))
-    port = free_port()
-    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
-    with local_server(
-        [sys.executable, "-m", *command],
-        f"http://127.0.0.1:{port}/readyz",
-        tmp_path_factory.mktemp("serve-open") / "bentoml-serve.log",
-        cwd=served_project,
-        env=environment() | {"BGMFIT_SERVING": str(serving)},
-    ):
-        yield f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("serve-open") / "bentoml-serve.log"
+    with bentoml_serve(served_project, serving, log) as (base, _):
+        yield base
 
 
 def test_a_4_minute_wav_song_an_m4a_and_an_opus_file_are_answered_with_offsets(open_server, rng):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from bgmfit.audio import load_audio
+from tests.conftest import SCREENSHOTS
 from tests.integration.helpers import bgmfit
 from tests.real_episode import RATE, build_episode
 
@@ -143,26 +144,16 @@ def test_the_preview_is_the_episode_over_ducked_bgm_at_podcast_loudness(scored, 
 @pytest.fixture(scope="module")
 def timeline_server(served_project, tmp_path_factory):
     """`bentoml serve` on 127.0.0.1 with limits for whole episodes (the shared one takes 30 s at most)."""
-    import sys
-
-    from tests.integration.helpers import environment
-    from tests.system import free_port, local_server
+    from tests.integration.helpers import bentoml_serve
 
     config = json.loads((served_project / "models/serving.json").read_text())
     config["limits"] |= {"max_upload_bytes": 64 * 2**20, "max_audio_seconds": 3600.0}
     config["timeline"]["min_fit"] = 0.0
     serving = served_project / "models/serving-episodes.json"  # beside serving.json: the same index
     serving.write_text(json.dumps(config))
-    port = free_port()
-    command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
-    with local_server(
-        [sys.executable, "-m", *command],
-        f"http://127.0.0.1:{port}/readyz",
-        tmp_path_factory.mktemp("serve-episodes") / "bentoml-serve.log",
-        cwd=served_project,
-        env=environment() | {"BGMFIT_SERVING": str(serving)},
-    ):
-        yield f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("serve-episodes") / "bentoml-serve.log"
+    with bentoml_serve(served_project, serving, log) as (base, _):
+        yield base
 
 
 def _submitted(base: str, path, job: str | None = None) -> dict:
@@ -221,41 +212,30 @@ def test_the_task_endpoint_scores_an_episode_and_its_preview_can_be_fetched_and_
 
 
 @pytest.mark.ui
-def test_an_editor_scores_listens_and_swaps_a_track_on_the_page(timeline_server, episode):
-    from tests.system import debian_program
-    from tests.ui.test_mlflow_ui import CHROMIUM_ARGS, SCREENSHOTS
-
-    chromium = debian_program("/usr/bin/chromium", "chromium")
-    if chromium is None:
-        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1320, "height": 1100})
-        page.set_default_timeout(400_000)
-        page.goto(f"{timeline_server}/editor")
-        page.set_input_files("#file", str(episode.path))
-        page.click("#go")
-        page.wait_for_selector("#scenes tbody tr")
-        rows = page.locator("#scenes tbody tr")
-        assert rows.count() >= len(episode.scenes) - 1
-        first = page.locator("#player").get_attribute("src")
-        assert first and first.endswith("preview-0.mp3")
-        assert "scenes" in page.inner_text("#step") and page.locator("#downloads").is_visible()
-        # The waveform and the scenes are drawn: the canvas is not blank.
-        painted = page.evaluate(
-            "() => { const c = document.getElementById('wave'); const d = c.getContext('2d')"
-            ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-            " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n / (c.width * c.height); }"
-        )
-        assert painted > 0.3
-        page.screenshot(path=SCREENSHOTS / "editor-timeline.png", full_page=True)
-        select = page.locator("#scenes select").first
-        option = select.locator("option").nth(1).get_attribute("value")
-        select.select_option(option)
-        page.wait_for_function("() => document.getElementById('player').src.endsWith('preview-1.mp3')")
-        assert option in page.locator("#scenes select").first.input_value()
-        page.screenshot(path=SCREENSHOTS / "editor-swapped.png", full_page=True)
-        browser.close()
+def test_an_editor_scores_listens_and_swaps_a_track_on_the_page(timeline_server, episode, browser):
+    page = browser.new_page(viewport={"width": 1320, "height": 1100})
+    page.set_default_timeout(400_000)
+    page.goto(f"{timeline_server}/editor")
+    page.set_input_files("#file", str(episode.path))
+    page.click("#go")
+    page.wait_for_selector("#scenes tbody tr")
+    rows = page.locator("#scenes tbody tr")
+    assert rows.count() >= len(episode.scenes) - 1
+    first = page.locator("#player").get_attribute("src")
+    assert first and first.endswith("preview-0.mp3")
+    assert "scenes" in page.inner_text("#step") and page.locator("#downloads").is_visible()
+    # The waveform and the scenes are drawn: the canvas is not blank.
+    painted = page.evaluate(
+        "() => { const c = document.getElementById('wave'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n / (c.width * c.height); }"
+    )
+    assert painted > 0.3
+    page.screenshot(path=SCREENSHOTS / "editor-timeline.png", full_page=True)
+    select = page.locator("#scenes select").first
+    option = select.locator("option").nth(1).get_attribute("value")
+    select.select_option(option)
+    page.wait_for_function("() => document.getElementById('player').src.endsWith('preview-1.mp3')")
+    assert option in page.locator("#scenes select").first.input_value()
+    page.screenshot(path=SCREENSHOTS / "editor-swapped.png", full_page=True)
+    page.close()

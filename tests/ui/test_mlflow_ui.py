@@ -16,24 +16,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.conftest import SCREENSHOTS
 from tests.integration.helpers import environment
-from tests.signals import REPO
-from tests.system import debian_program, free_port, local_server
+from tests.system import free_port, local_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
-SCREENSHOTS = REPO / "build/ui-check"
-# Without the background-networking flags Chromium keeps calling Google's hosts, which this
-# machine's closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # The text of the cells in the metrics row of a link, one per run, in the order of the URL.
 ROW_CELLS = """link => {
   const cell = link.parentElement;
@@ -86,20 +74,6 @@ def ui(served_project: Path, tmp_path_factory) -> UI:
         env=environment(),
     ):
         yield UI(base, mlflow.MlflowClient(tracking_uri=store))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = debian_program("/usr/bin/chromium", "chromium")
-    if chromium is None:
-        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
