@@ -28,7 +28,6 @@ from bgmfit.config import TimelineParams
 VAD_RATE = 16000
 FRAME = 512  # silero-vad's frame at 16 kHz: 32 ms
 LANE_FRAMES = 480  # about 15 s per lane
-KINDS = ("speech", "music", "silence")
 
 
 @cache
