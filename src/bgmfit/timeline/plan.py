@@ -31,17 +31,12 @@ def viterbi(fits: np.ndarray, allowed: np.ndarray, switch_penalty: float) -> lis
     scenes, candidates = fits.shape
     value = np.where(allowed, fits, -np.inf)
     best = np.full((scenes, candidates), -np.inf)
-    back = np.zeros((scenes, candidates), dtype=np.int64)
-    carried = 0.0  # the best total so far, through scenes with no BGM
+    back = np.full((scenes, candidates), NONE, dtype=np.int64)
     for s in range(scenes):
         if not allowed[s].any():
-            carried = carried if s == 0 else max(carried, float(best[s - 1].max(initial=-np.inf)))
-            back[s] = NONE
             continue
-        if s == 0 or not allowed[s - 1].any():
-            start = carried if s > 0 else 0.0
-            best[s] = start + value[s]
-            back[s] = NONE
+        if s == 0 or not allowed[s - 1].any():  # a scene without BGM before: the plan starts afresh
+            best[s] = value[s]
             continue
         previous = best[s - 1]
         switch_from = int(np.argmax(previous))
