@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from bgmfit.errors import AudioDecodeError, UnsupportedAudioError
+from bgmfit.errors import AudioDecodeError, UnsupportedAudioError, UnusableAudioError
 
 #: Formats libsndfile reads for bgmfit, as it names them.
 SNDFILE_FORMATS = ("WAV", "FLAC", "OGG", "MP3")
@@ -33,6 +33,9 @@ ACCEPTED_FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "m4a")
 ACCEPTED_TEXT = "WAV, FLAC, OGG/Vorbis, Opus, MP3 or M4A/AAC"
 _TRUNCATION_TOLERANCE = 0.9
 _BLOCK_FRAMES = 1 << 18
+#: The largest sample magnitude accepted: 60 dB over full scale. Float files may go past
+#: ±1.0, never this far; at 3e38 resampling alone would overflow float32 to infinity.
+MAX_PEAK = 1000.0
 
 
 def load_audio(
@@ -147,10 +150,16 @@ def _sndfile_blocks(f: sf.SoundFile, frames: int, label: str):
 
 
 def _mono(block: np.ndarray, label: str) -> np.ndarray:
-    # Averaging channels by hand: librosa's to_mono costs ~20x more for the same result.
-    mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-    if not np.all(np.isfinite(mono)):
-        raise AudioDecodeError(label, "contains NaN or infinite samples")
+    # Averaging channels by hand: librosa's to_mono costs ~20x more for the same result. In
+    # float64, so that two channels near float32's maximum do not add up to infinity.
+    mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float64).astype(np.float32)
+    peak = float(np.max(np.abs(mono), initial=0.0))
+    if not np.isfinite(peak):
+        raise UnusableAudioError(label, "contains NaN or infinite samples")
+    if peak > MAX_PEAK:
+        raise UnusableAudioError(
+            label, f"samples reach {peak:.3g}, more than 60 dB over full scale (1.0): not a recorded level"
+        )
     return mono
 
 
@@ -192,10 +201,15 @@ def _av_stream(handle: io.BytesIO | str, label: str):
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise UnsupportedAudioError(label, f"not decodable as audio ({_short_reason(exc)})") from None
     audio = container.streams.audio
-    codec = audio[0].codec_context.name if audio else None
+    # A stream of a codec FFmpeg does not know has no codec context.
+    codec = getattr(audio[0].codec_context, "name", None) if audio else None
     if codec not in AV_CODECS:
         container.close()
-        what = "no audio stream" if codec is None else f"FFmpeg reads it as {container.format.name}/{codec}"
+        what = (
+            f"FFmpeg reads it as {container.format.name}/{codec}"
+            if codec
+            else "no audio stream it can decode"
+        )
         raise UnsupportedAudioError(
             label, f"not decodable as audio in an accepted format ({what}); accepted: {ACCEPTED_TEXT}"
         )

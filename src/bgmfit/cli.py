@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -367,10 +368,34 @@ def _tracking_store_failure(exc: Exception) -> str | None:
     return None
 
 
+def _end_with_dvc() -> None:
+    """SIGTERM ends a command as Ctrl-C does (its MLflow run closes); under `dvc repro`, so does dvc's end.
+
+    A ``dvc repro`` killed with SIGKILL cannot stop the stage it started, which would
+    train on, orphaned. Linux's parent-death signal asks the kernel to send SIGTERM to
+    the stage instead (dvc sets ``DVC_STAGE`` for the commands it runs).
+    """
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if "DVC_STAGE" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # dvc died before the request was made
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bgmfit`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        _end_with_dvc()
         args.handler(args)
     except BgmfitError as exc:
         print(f"bgmfit {args.command}: error: {exc}", file=sys.stderr)

@@ -159,7 +159,10 @@ class TrainerParams(Section):
     # Weight of the instance term: each training track's augmented copy must be nearer its own
     # track than any other track of the batch (InfoNCE); 0 leaves it out. Needs features.augment.
     instance_weight: Number = Field(ge=0, description="weight of the copy-to-its-own-track term")
-    resume: StrictBool = Field(description="continue the checkpoint folder's last.ckpt (and its MLflow run)")
+    resume: StrictBool | Literal["auto"] = Field(
+        description="true: continue the checkpoint folder's last.ckpt (and its MLflow run); auto: continue "
+        "it when it is an unfinished run of these params and features, else start afresh; false: start afresh"
+    )
     accelerator: StrictStr = Field(description="cpu | gpu | auto")
     devices: StrictInt = Field(ge=1)
     strategy: StrictStr = Field(description="auto | ddp | ...")
@@ -267,6 +270,18 @@ class PackageParams(Section):
     max_latency_ms: StrictInt = Field(ge=1, description="adaptive batching of /embed")
     timeout_seconds: StrictInt = Field(ge=1, description="per request")
     concurrency: StrictInt = Field(ge=1, description="concurrent requests per worker")
+    analysis_workers: StrictInt = Field(ge=1, le=64, description="processes that decode uploads")
+    analysis_timeout_seconds: Number = Field(gt=0, description="an upload's decode and analysis; then 503")
+    analysis_memory_mb: StrictInt = Field(ge=256, description="each decoding process's memory cap")
+
+    @model_validator(mode="after")
+    def _analysis_within_the_request(self) -> PackageParams:
+        _check(
+            self.analysis_timeout_seconds < self.timeout_seconds,
+            "analysis_timeout_seconds",
+            f"must be below timeout_seconds ({self.timeout_seconds}), so that a stopped decode is answered",
+        )
+        return self
 
     @property
     def max_upload_bytes(self) -> int:

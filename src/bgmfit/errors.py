@@ -22,5 +22,20 @@ class AudioDecodeError(BgmfitError):
         super().__init__(f"{source}: {reason}")
 
 
+class UnusableAudioError(AudioDecodeError):
+    """Audio that decodes, but whose samples are not finite or far past any real level."""
+
+
 class UnsupportedAudioError(AudioDecodeError):
     """Content that is not audio in an accepted format (judged by its bytes, not its name)."""
+
+
+class RequestError(BgmfitError):
+    """A request the service refuses, with its HTTP status (400, 413, 415, 422, or 503)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+    def __reduce__(self):  # it crosses from the decoding processes (serving.isolation) intact
+        return type(self), (self.status, str(self))

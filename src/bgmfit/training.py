@@ -1,15 +1,20 @@
 """One way to train either network: seeded Lightning, checkpoints that resume, an MLflow run.
 
 The MLflow run is opened around the whole stage, so any exception - inside
-Lightning or after it - ends the run FAILED instead of leaving it RUNNING.
-A killed run keeps ``last.ckpt`` and the run id beside it; ``resume: true``
-continues both.
+Lightning or after it - ends the run FAILED instead of leaving it RUNNING; a run
+whose process was killed is marked FAILED by the next stage that opens one.
+``last.ckpt`` is written every epoch, with the run id beside it; ``resume: true``
+(or ``auto``, for a killed run of the same params and features) continues both.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import pickle
 import shutil
+import socket
 import sys
 import warnings
 from collections.abc import Iterator
@@ -36,12 +41,16 @@ from bgmfit.tracking.logged import log_network
 from bgmfit.tracking.runs import (
     dvc_output_hash,
     git_commit,
+    process_alive,
     tracking_uri,
     use_tracking_store,
     without_password,
 )
 
 RUN_ID_FILE = "mlflow_run_id"
+#: Beside the run id: a hash of the params and features the checkpoint was trained with.
+FINGERPRINT_FILE = "fingerprint"
+PID_TAG, HOST_TAG = "bgmfit.pid", "bgmfit.host"
 
 
 @dataclass(frozen=True)
@@ -55,37 +64,135 @@ class TrainingResult:
     global_step: int
 
 
-@contextmanager
-def stage_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[mlflow.ActiveRun]:
-    """Open (or, when resuming, reopen) the stage's MLflow run.
+@dataclass(frozen=True)
+class Resume:
+    """Where a fit continues from: ``last.ckpt``, and the MLflow run to reopen (``None``: a new run)."""
+
+    checkpoint: Path
+    run_id: str | None
+
+
+def plan_resume(
+    module: L.LightningModule, checkpoint_dir: Path, resume: bool | str, fingerprint: str
+) -> Resume | None:
+    """Decide, before any run is opened, whether this fit continues ``checkpoint_dir/last.ckpt``.
+
+    ``resume: true`` continues it or fails with the reason; ``auto`` continues it only
+    when it is a killed run's of the same params and features (``fingerprint``), and
+    otherwise starts afresh, saying why; ``false`` starts afresh. A run that had
+    finished is never reopened, so its state never changes: its checkpoint continues
+    in a new run tagged ``bgmfit.resumed_from``.
 
     Raises
     ------
     BgmfitError
-        If ``resume`` is true but there is no ``last.ckpt`` to resume from, or
-        its run is not in the tracking store.
+        With ``resume: true``: no ``last.ckpt``, an unreadable one, one of another
+        network shape, or one whose run is not in the tracking store.
     """
-    run_id = None
-    if resume:
-        if not (checkpoint_dir / "last.ckpt").is_file():
-            raise BgmfitError(
-                f"resume is true but {checkpoint_dir / 'last.ckpt'} does not exist; "
-                "set resume: false to train from scratch"
-            )
-        id_file = checkpoint_dir / RUN_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.is_file() else None
-    else:
+    if resume is False:
+        return None
+    last = checkpoint_dir / "last.ckpt"
+    auto = resume == "auto"
+
+    def afresh(reason: str) -> None:
+        print(f"resume: auto: {reason}; training from scratch", file=sys.stderr)
+
+    if not last.is_file():
+        if auto:
+            return afresh(f"no {last}")
+        raise BgmfitError(
+            f"resume is true but {last} does not exist; set resume: false to train from scratch"
+        )
+    try:
+        check_resumable(module, last)
+    except BgmfitError as exc:
+        if auto:
+            return afresh(str(exc).split("; set resume")[0])
+        raise
+    id_file = checkpoint_dir / RUN_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    status = _run_status(run_id, checkpoint_dir) if run_id else None
+    if auto:
+        saved = checkpoint_dir / FINGERPRINT_FILE
+        if not saved.is_file() or saved.read_text().strip() != fingerprint:
+            return afresh(f"{last} was trained with other params or features")
+        if status in (None, "FINISHED"):
+            return afresh(f"{last} is of a run that finished")
+    if status == "FINISHED":
+        print(f"resume: {last} continues in a new run (its run {run_id} finished)", file=sys.stderr)
+        return Resume(last, None)
+    print(f"resume: continuing {last} (MLflow run {run_id or 'new'})", file=sys.stderr)
+    return Resume(last, run_id)
+
+
+def training_fingerprint(params: TrainerParams) -> str:
+    """What a checkpoint must have been trained with to be resumed by ``auto``: params and features."""
+    settings = params.model_dump(exclude={"resume"}) | {"features": dvc_output_hash(str(FEATURES))}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextmanager
+def stage_run(
+    experiment: str, checkpoint_dir: Path, resume: Resume | None, fingerprint: str = ""
+) -> Iterator[mlflow.ActiveRun]:
+    """Open (or, when resuming, reopen) the stage's MLflow run.
+
+    First, runs of this experiment that a killed process left RUNNING are marked
+    FAILED with the reason (:func:`fail_orphaned_runs`); the one being resumed is
+    then reopened. The run is tagged with this process, so that a later command can
+    tell if it was killed.
+    """
+    if resume is None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     use_tracking_store()
-    if run_id is not None:
-        _check_run_exists(run_id, checkpoint_dir)
-    mlflow.set_experiment(experiment)
+    if resume is not None and resume.run_id is not None:
+        _check_run_exists(resume.run_id, checkpoint_dir)
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    fail_orphaned_runs(experiment_id)
+    run_id = None if resume is None else resume.run_id
     # A readable name for the UI's run lists and comparisons; a resumed run keeps its own.
     name = None if run_id else f"{experiment} {datetime.now():%Y-%m-%d %H:%M:%S}"
     with mlflow.start_run(run_id=run_id, run_name=name) as run:
+        mlflow.set_tags({PID_TAG: os.getpid(), HOST_TAG: socket.gethostname()})
+        if resume is not None and run_id is None:
+            resumed_from = checkpoint_dir / RUN_ID_FILE
+            if resumed_from.is_file():
+                mlflow.set_tag("bgmfit.resumed_from", resumed_from.read_text().strip())
         (checkpoint_dir / RUN_ID_FILE).write_text(run.info.run_id + "\n")
+        (checkpoint_dir / FINGERPRINT_FILE).write_text(fingerprint + "\n")
         yield run
+
+
+def fail_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED, with the reason in ``bgmfit.end_reason``, this host's RUNNING runs whose process is gone.
+
+    A training process killed with SIGKILL (or the machine going down) cannot close its
+    run; the next command that opens a run of the experiment does. Runs of other hosts
+    are left alone: their processes cannot be seen from here.
+    """
+    client = mlflow.MlflowClient()
+    host, ended = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        pid = run.data.tags.get(PID_TAG)
+        if run.data.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or process_alive(int(pid)):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            "bgmfit.end_reason",
+            f"process {pid} on {host} ended without closing the run (killed); marked FAILED "
+            f"{datetime.now():%Y-%m-%d %H:%M:%S}",
+        )
+        client.set_terminated(run.info.run_id, "FAILED")
+        print(f"MLflow run {run.info.run_id}: its process {pid} was killed; marked FAILED", file=sys.stderr)
+        ended.append(run.info.run_id)
+    return ended
+
+
+def _run_status(run_id: str, checkpoint_dir: Path) -> str:
+    use_tracking_store()
+    _check_run_exists(run_id, checkpoint_dir)
+    return mlflow.MlflowClient().get_run(run_id).info.status
 
 
 def _check_run_exists(run_id: str, checkpoint_dir: Path) -> None:
@@ -137,12 +244,14 @@ def train(
     monitor: str,
     mode: str,
     callbacks: list[L.Callback] | None = None,
+    resume: Resume | None = None,
 ) -> TrainingResult | None:
     """Fit ``module`` and return the best checkpoint by ``monitor`` (``mode`` min or max).
 
     Metrics are logged per epoch into ``run``; params, the git commit and the DVC
-    hash of the features are logged once. With ``params.resume`` the fit continues
-    from ``checkpoint_dir/last.ckpt`` with its epoch and step counts. ``run`` is
+    hash of the features are logged once. With ``resume`` (:func:`plan_resume`) the fit
+    continues from its ``last.ckpt`` with its epoch and step counts; ``last.ckpt`` is
+    written at the end of every epoch, so a killed fit loses at most the epoch it was in. ``run`` is
     ``None`` on the other ranks of a distributed fit, which log nothing and return ``None``.
     """
     L.seed_everything(params.seed, workers=True, verbose=False)
@@ -156,7 +265,7 @@ def train(
                 "torch_threads": torch.get_num_threads(),
             }
         )
-    if run is not None and not params.resume:
+    if run is not None and resume is None:
         # Lightning logs the module's hyper-parameters itself; they repeat these keys with equal values.
         mlflow.log_params(params.model_dump())
     checkpoint = ModelCheckpoint(
@@ -165,8 +274,12 @@ def train(
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
+    )
+    # Not the monitored checkpoint's save_last: that one rewrites last.ckpt only when the score improves.
+    # The newest epoch's checkpoint (no monitor, top 1), under last.ckpt's own name.
+    every_epoch = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
     )
     trainer = L.Trainer(
         max_epochs=params.max_epochs,
@@ -179,6 +292,7 @@ def train(
         gradient_clip_val=params.gradient_clip or None,
         callbacks=[
             checkpoint,
+            every_epoch,
             EarlyStopping(monitor=monitor, mode=mode, patience=params.patience),
             *(callbacks or []),
         ],
@@ -189,9 +303,7 @@ def train(
         log_every_n_steps=50,
         enable_model_summary=False,
     )
-    resume_from = checkpoint_dir / "last.ckpt" if params.resume else None
-    if resume_from is not None:
-        check_resumable(module, resume_from)
+    resume_from = None if resume is None else resume.checkpoint
     with warnings.catch_warnings():
         # Both describe choices made here: the run id file lives beside the checkpoints, and every
         # metric is logged per epoch, so the per-step logging interval does not apply.
@@ -245,15 +357,22 @@ def train_and_log(
     if rank_zero_only.rank != 0:
         # Under DDP, Lightning starts the other ranks by running this same command again. They take
         # part in the fit and then stop: rank 0 owns the MLflow run, the checkpoints and the records.
-        train(module, datamodule, params, out_dir / "checkpoints", None, monitor, mode)
+        # Rank 0 has opened its run by now; the same decision follows from the same files.
+        resume = plan_resume(module, out_dir / "checkpoints", params.resume, training_fingerprint(params))
+        train(module, datamodule, params, out_dir / "checkpoints", None, monitor, mode, resume=resume)
         raise SystemExit(0)
-    with stage_run(network.stage, out_dir / "checkpoints", params.resume) as active:
+    fingerprint = training_fingerprint(params)
+    # Decided before any run is opened: a checkpoint that cannot be resumed leaves every run as it was.
+    resume = plan_resume(module, out_dir / "checkpoints", params.resume, fingerprint)
+    with stage_run(network.stage, out_dir / "checkpoints", resume, fingerprint) as active:
         with warnings.catch_warnings():
             # MLflow registers its local-file source under two schemes and warns that a path matches both.
             warnings.filterwarnings("ignore", message=r"The specified dataset source can be interpreted")
             lineage = mlflow.data.from_numpy(inputs, source=str(source), name=source.stem)
         mlflow.log_input(lineage, context="training")
-        result = train(module, datamodule, params, out_dir / "checkpoints", active, monitor, mode)
+        result = train(
+            module, datamodule, params, out_dir / "checkpoints", active, monitor, mode, resume=resume
+        )
         shutil.copyfile(result.best_checkpoint, out_dir / "model.ckpt")
         best = type(module).load_from_checkpoint(out_dir / "model.ckpt", map_location="cpu")
         model_uri, weights = log_network(network.key, best, example)

@@ -71,15 +71,17 @@ def environment() -> dict[str, str]:
 
 
 @contextmanager
-def bentoml_serve(project: Path, serving: Path, log: Path) -> Iterator[tuple[str, int]]:
+def bentoml_serve(
+    project: Path, serving: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """A real `bentoml serve` of ``project`` on 127.0.0.1, configured by ``serving`` (a serving.json in
-    its ``models/``), until the block ends: its URL and process id."""
+    its ``models/``), with ``env`` added to its environment, until the block ends: its URL and process id."""
     from tests.system import free_port, local_server
 
     port = free_port()
     command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit", "--host", "127.0.0.1", f"--port={port}"]
     base = f"http://127.0.0.1:{port}"
-    env = environment() | {"BGMFIT_SERVING": str(serving)}
+    env = environment() | {"BGMFIT_SERVING": str(serving)} | (env or {})
     with local_server(
         [sys.executable, "-m", *command], f"{base}/readyz", log, cwd=project, env=env
     ) as server:

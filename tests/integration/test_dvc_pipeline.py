@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,54 @@ def test_a_change_in_the_users_corpus_reruns_fetch(dvc_project: Path):
     assert "Running stage" not in run(dvc_project, "dvc", "repro", "fetch")
     sf.write(corpus / "bed0.flac", sine(330.0, 3.0, 0.3), SR)
     assert "Running stage 'fetch'" in run(dvc_project, "dvc", "repro", "fetch")
+
+
+def test_a_dvc_repro_killed_with_sigkill_inside_features_takes_its_stage_along_and_reruns_only_it(
+    dvc_project: Path,
+):
+    """kill -9 of `dvc repro` alone (not its group) while `features` runs: the stage process ends too
+    (Linux's parent-death signal), nothing half-written counts as done, and the rerun repeats
+    `features` but not `fetch`."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from tests.integration.helpers import environment
+
+    run(dvc_project, "dvc", "repro", "fetch")
+    # Uncached, so that the stage is still extracting when it is killed.
+    dvc = subprocess.Popen(
+        ["dvc", "repro", "features"],
+        cwd=dvc_project,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stage, deadline = None, time.monotonic() + 300
+    while stage is None and time.monotonic() < deadline and dvc.poll() is None:
+        for child in psutil.Process(dvc.pid).children(recursive=True):
+            try:
+                if "features" in child.cmdline() and any("bgmfit" in part for part in child.cmdline()):
+                    stage = child
+            except psutil.Error:
+                continue
+        time.sleep(0.1)
+    assert stage is not None, "the features stage never started"
+    time.sleep(3)  # inside its extraction
+    dvc.send_signal(signal.SIGKILL)
+    dvc.wait(30)
+    gone, alive = psutil.wait_procs([stage], timeout=60)
+    assert not alive, f"the features stage (pid {stage.pid}) trains on, orphaned"
+    try:
+        os.killpg(dvc.pid, signal.SIGKILL)  # any worker left of the group: this test started it
+    except ProcessLookupError:
+        pass
+
+    status = run(dvc_project, "dvc", "status", "features")
+    assert "features" in status and "changed" in status, status
+    again = run(dvc_project, "dvc", "repro", "features")
+    assert "Running stage 'features'" in again and "Running stage 'fetch'" not in again, again
+    assert (dvc_project / "data/features/fused.npy").is_file()

@@ -117,3 +117,77 @@ def test_a_candidate_below_the_threshold_never_becomes_the_first_champion(projec
     assert registry.champion_version(registry.client(), "bgmfit-match") is None
     with pytest.raises(BgmfitError, match="unknown model 'bgmfit-nope'"):
         registry.rollback("bgmfit-nope")
+
+
+_REGISTER = """
+import json, sys, time
+from pathlib import Path
+from bgmfit.data.store import FeatureStore
+from bgmfit.networks import MATCH
+from bgmfit.tracking.registry import register_candidate
+run, start = json.loads(sys.argv[1]), float(sys.argv[2])
+store = FeatureStore.load(Path("data/features"))
+time.sleep(max(0.0, start - time.time()))
+decision = register_candidate(MATCH, run, store, threshold=0.0, margin=0.01, card="race")
+print(json.dumps({"version": decision.version, "alias": decision.alias}))
+"""
+
+
+def test_two_register_processes_at_once_register_each_run_once_and_the_alias_never_goes_missing(
+    project: Path,
+):
+    """Four trials of two real processes registering the same run at the same moment, while this
+    process polls ``models:/bgmfit-match@champion``."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from tests.integration.helpers import environment
+
+    client = registry.client()
+    polls, misses, stop = [0], [], threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                client.get_model_version_by_alias(MATCH.name, "champion")
+                polls[0] += 1
+            except Exception as exc:  # noqa: BLE001 - any failure to resolve the alias is the finding
+                if polls[0]:  # only once a first champion exists
+                    misses.append(repr(exc)[:200])
+            time.sleep(0.01)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    runs = [_untrained_run(seed) for seed in range(4)]
+    try:
+        for run in runs:
+            start = time.time() + 10  # both have imported everything by then
+            racers = [
+                subprocess.Popen(
+                    [sys.executable, "-c", _REGISTER, json.dumps(run), str(start)],
+                    cwd=project,
+                    env=environment(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            answers = [racer.communicate(timeout=300) for racer in racers]
+            for racer, (_, err) in zip(racers, answers, strict=True):
+                assert racer.returncode == 0, err[-2000:]
+            decisions = [json.loads(out.strip().splitlines()[-1]) for out, _ in answers]
+            assert decisions[0] == decisions[1], "both processes report the same outcome"
+    finally:
+        stop.set()
+        poller.join(5)
+    versions = client.search_model_versions(f"name='{MATCH.name}'")
+    by_run = {}
+    for version in versions:
+        by_run.setdefault(version.run_id, []).append(version.version)
+    assert sorted(by_run) == sorted(r["run_id"] for r in runs)
+    assert all(len(v) == 1 for v in by_run.values()), by_run
+    assert all("gate" in v.tags for v in versions), "every version kept has been through the gate"
+    assert polls[0] > 100 and not misses, (polls[0], misses[:3])

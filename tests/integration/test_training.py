@@ -132,8 +132,103 @@ def test_resume_continues_from_last_checkpoint_with_its_step_count(project: Path
         _params(TrainMatchParams, "train_match", max_epochs=4, batch_size=8, patience=50, resume=True)
     )
     again = json.loads((project / "models/match/training.json").read_text())
-    assert again["run_id"] == record["run_id"], "the same MLflow run continues"
     assert resumed["epochs"] == 4 and resumed["steps"] == 2 * first["steps"]
+    # A finished run is never reopened: the checkpoint continues in a new run that names it.
+    client = mlflow.MlflowClient()
+    assert again["run_id"] != record["run_id"]
+    assert client.get_run(again["run_id"]).data.tags["bgmfit.resumed_from"] == record["run_id"]
+    assert client.get_run(record["run_id"]).info.status == "FINISHED"
+
+
+def test_a_failed_resume_leaves_the_earlier_finished_run_as_it_was(project: Path, capfd):
+    train_match.run(_params(TrainMatchParams, "train_match", max_epochs=1, batch_size=8))
+    run_id = json.loads((project / "models/match/training.json").read_text())["run_id"]
+    (project / "models/match/checkpoints/last.ckpt").write_bytes(b"torn")
+    with pytest.raises(BgmfitError, match=r"last\.ckpt: not a readable checkpoint"):
+        train_match.run(_params(TrainMatchParams, "train_match", max_epochs=2, batch_size=8, resume=True))
+    client = mlflow.MlflowClient()
+    assert client.get_run(run_id).info.status == "FINISHED"
+    # auto: the torn checkpoint is set aside and a new run trains from scratch, saying so.
+    train_match.run(_params(TrainMatchParams, "train_match", max_epochs=1, batch_size=8, resume="auto"))
+    assert "resume: auto: " in capfd.readouterr().err
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert json.loads((project / "models/match/training.json").read_text())["run_id"] != run_id
+
+
+def _epoch_of(checkpoint: Path) -> int:
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:  # not there yet, or being written
+        return -1
+
+
+def test_a_training_killed_with_sigkill_resumes_with_auto_losing_at_most_one_epoch(project: Path):
+    """kill -9 in mid-run, for real; then resume: auto continues the same run with no step logged twice."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.helpers import environment
+
+    settings = {"max_epochs": 150, "min_epochs": 150, "batch_size": 8, "patience": 500, "accelerator": "cpu"}
+    write_params(project, train_match=settings | {"resume": "auto"})
+    command = [sys.executable, "-m", "bgmfit", "train_match"]
+    training = subprocess.Popen(command, cwd=project, env=environment(), stderr=subprocess.PIPE, text=True)
+    last = project / "models/match/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    while _epoch_of(last) < 3 and training.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    training.send_signal(signal.SIGKILL)
+    training.communicate(timeout=60)
+    assert training.returncode == -signal.SIGKILL, "the fit ended before it could be killed"
+    client = mlflow.MlflowClient()
+    run_id = (project / "models/match/checkpoints/mlflow_run_id").read_text().strip()
+    assert client.get_run(run_id).info.status == "RUNNING", "nothing could close it"
+    logged = len(client.get_metric_history(run_id, "train/loss"))
+    saved = _epoch_of(last)  # the index of the last epoch it holds
+    assert saved >= logged - 2, f"last.ckpt at epoch {saved}, {logged} epochs logged"
+
+    resumed = subprocess.run(
+        command, cwd=project, env=environment(), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resume: continuing" in resumed.stderr and "marked FAILED" in resumed.stderr
+    record = json.loads((project / "models/match/training.json").read_text())
+    assert record["run_id"] == run_id and client.get_run(run_id).info.status == "FINISHED"
+    assert record["epochs"] == 150
+    for key in ("train/loss", "val/loss"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) == len(set(steps)) == 150, f"{key}: {len(steps)} points, {len(set(steps))} steps"
+
+
+def test_a_killed_run_that_is_not_resumed_is_marked_failed_with_the_reason(project: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.helpers import environment
+
+    settings = {"max_epochs": 40, "min_epochs": 40, "batch_size": 8, "patience": 100, "accelerator": "cpu"}
+    write_params(project, train_match=settings | {"resume": False})
+    command = [sys.executable, "-m", "bgmfit", "train_match"]
+    training = subprocess.Popen(command, cwd=project, env=environment(), stderr=subprocess.DEVNULL)
+    id_file = project / "models/match/checkpoints/mlflow_run_id"
+    deadline = time.monotonic() + 300
+    while _epoch_of(id_file.parent / "last.ckpt") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = id_file.read_text().strip()
+    training.send_signal(signal.SIGKILL)
+    training.wait(60)
+    write_params(project, train_match=settings | {"max_epochs": 1, "min_epochs": 1})
+    again = subprocess.run(
+        command, cwd=project, env=environment(), capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    run = mlflow.MlflowClient().get_run(killed)
+    assert run.info.status == "FAILED"
+    assert "ended without closing the run (killed)" in run.data.tags["bgmfit.end_reason"]
 
 
 def test_resume_without_a_checkpoint_fails_loudly(project: Path):
@@ -197,7 +292,7 @@ def test_an_exception_inside_training_leaves_the_run_failed(project: Path):
     )
     checkpoints = project / "models/match/checkpoints"
     with pytest.raises(RuntimeError, match="injected"):
-        with stage_run("train_match", checkpoints, resume=False) as active:
+        with stage_run("train_match", checkpoints, resume=None) as active:
             run_id = active.info.run_id
             train(
                 module,

@@ -148,7 +148,70 @@ BAD_INPUTS = {
         400,
         "top_k",
     ),
+    # What a campaign of malformed requests (benchmarks/fuzz.py) once answered with 500:
+    "a part that names two fields": (
+        lambda c: _multipart(b'form-data; name="audio"; name="top_k"; filename="a.flac"', c),
+        400,
+        "malformed request body",
+    ),
+    "1,100 fields": (
+        lambda c: {
+            "files": {"audio": ("a.flac", c, "audio/flac")},
+            "data": {f"field{i}": "1" for i in range(1100)},
+        },
+        400,
+        "Too many fields",
+    ),
+    "top_k of 20 digits": (
+        lambda c: {"files": {"audio": ("a.flac", c, "audio/flac")}, "data": {"top_k": "5" * 20}},
+        400,
+        "less than or equal to 100",
+    ),
+    "top_k of 5,000 digits": (
+        lambda c: {"files": {"audio": ("a.flac", c, "audio/flac")}, "data": {"top_k": "5" * 5000}},
+        400,
+        "Exceeds the limit (4300 digits)",
+    ),
+    "float samples near 3e38": (
+        lambda c: {"files": {"audio": ("a.wav", _float_wav(3.3e38, 44100), "audio/wav")}},
+        422,
+        "more than 60 dB over full scale",
+    ),
+    "float samples near 1e18": (
+        lambda c: {"files": {"audio": ("a.wav", _float_wav(1e18, 8000), "audio/wav")}},
+        422,
+        "more than 60 dB over full scale",
+    ),
+    "a NaN sample": (
+        lambda c: {"files": {"audio": ("a.wav", _float_wav(np.nan, 8000), "audio/wav")}},
+        422,
+        "contains NaN or infinite samples",
+    ),
+    "BentoML's pickle format": (
+        lambda c: {"content": b"\x80\x04N.", "headers": {"content-type": "application/vnd.bentoml+pickle"}},
+        415,
+        "is not accepted: send JSON or multipart/form-data",
+    ),
+    "a WAV header that lies about its sample width": (
+        lambda c: {"files": {"audio": ("a.wav", _wav(2.0)[:34] + b"\xff\xff" + _wav(2.0)[36:], "audio/wav")}},
+        415,
+        "no audio stream it can decode",
+    ),
 }
+
+
+def _multipart(disposition: bytes, content: bytes) -> dict:
+    body = b"--b\r\nContent-Disposition: " + disposition + b"\r\n\r\n" + content + b"\r\n--b--\r\n"
+    return {"content": body, "headers": {"content-type": "multipart/form-data; boundary=b"}}
+
+
+def _float_wav(peak: float, rate: int) -> bytes:
+    """A 32-bit float WAV whose peak is ``peak`` (NaN: one sample is NaN)."""
+    y = np.sin(np.arange(rate * 2) * 0.05)
+    y = np.where(np.arange(y.size) == 100, np.nan, y) if np.isnan(peak) else y * peak
+    buffer = io.BytesIO()
+    sf.write(buffer, y.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
@@ -157,6 +220,13 @@ def test_each_bad_input_gets_its_4xx_and_a_message_that_names_it(client, clip, c
     response = client.post("/recommend", **build(clip[0]))
     assert response.status_code == status, response.text
     assert message in response.text
+
+
+def test_an_embed_body_without_features_is_a_400_that_names_the_field(client):
+    for body in (b"{}", b"[]", b"null"):
+        response = client.post("/embed", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+    assert "features" in client.post("/embed", json={}).text
 
 
 def test_a_nan_array_is_refused_by_name(client):
@@ -278,29 +348,58 @@ def test_a_real_bentoml_serve_answers_an_upload(live_server, clip):
     assert "bentoml_service_request_total" in httpx.get(f"{live_server}/metrics", timeout=10).text
 
 
-def test_openapi_fuzzing_finds_no_server_error(live_server):
-    """Schemathesis draws requests from the running service's OpenAPI spec; none may get a 5xx."""
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
+def test_a_bounded_fuzz_campaign_gets_no_server_error_and_restarts_no_worker(live_service, clip):
+    """300 cases of benchmarks/fuzz.py's campaign: Schemathesis from the OpenAPI schema, mutated
+    audio in every accepted format, odd multipart and JSON. None may get a 5xx, hang or restart a worker."""
+    from benchmarks.fuzz import run_campaign
 
-    schema = schemathesis.openapi.from_url(f"{live_server}/docs.json")
-    failures, calls = [], []
+    from bgmfit.audio import load_audio
 
-    def fuzz(operation) -> None:
-        @given(operation.as_strategy())
-        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def check(case) -> None:
-            response = case.call(base_url=live_server, timeout=60)
-            calls.append(response.status_code)
-            if response.status_code >= 500:
-                failures.append((case.method, case.path, response.status_code, response.text[:200]))
+    base, pid = live_service
+    audio = load_audio(clip[0], 22050)[: 6 * 22050]
+    report = run_campaign(base, pid, cases=300, seed=1, concurrency=2, timeout=120, audio=audio)
+    print(report.summary())
+    assert sum(report.statuses.values()) + len(report.hangs) == 300
+    assert len(report.statuses) >= 4, "the campaign reached only a few kinds of answer"
+    assert not report.server_errors and not report.hangs and report.restarts == 0, report.summary()
+    assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
 
-        check()
 
-    for result in schema.get_all_operations():
-        fuzz(result.ok())
-    assert len(calls) >= 100, f"only {len(calls)} requests were made"
-    assert not failures, failures
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("sleep:600", "took over 3 s and was stopped"), ("abort", "the decoder crashed on this file")],
+    ids=["a decoder that hangs", "a decoder that crashes"],
+)
+def test_a_decoder_that_hangs_or_crashes_costs_one_request_not_the_server(
+    served_project, tmp_path, clip, fault, message
+):
+    """The fault hook makes every decode sleep or abort; each upload gets 503 with the reason, in
+    about the time limit, while the other endpoints answer and the worker stays the same process."""
+    import time
+
+    from benchmarks.fuzz import _workers
+
+    config = json.loads((served_project / "models/serving.json").read_text())
+    config["analysis"] = {**config["analysis"], "timeout_seconds": 3}
+    serving = served_project / f"models/serving-fault-{fault.split(':')[0]}.json"
+    serving.write_text(json.dumps(config))
+    with bentoml_serve(served_project, serving, tmp_path / "serve.log", env={"BGMFIT_FAULT": fault}) as (
+        base,
+        pid,
+    ):
+        workers = _workers(pid)
+        files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+        for _ in range(2):  # the pool is replaced after each fault, and faults again
+            started = time.monotonic()
+            response = httpx.post(f"{base}/recommend", files=files, timeout=60)
+            assert response.status_code == 503, response.text
+            assert message in response.json()[0]["error"]
+            assert time.monotonic() - started < 30
+        info = httpx.get(f"{base}/model-info", timeout=10)
+        assert info.status_code == 200
+        fused = np.zeros(info.json()["limits"]["fused_shape"]).tolist()
+        assert httpx.post(f"{base}/recommend", json={"features": fused}, timeout=30).status_code == 200
+        assert _workers(pid) == workers, "a BentoML worker was restarted"
 
 
 def _raw_request(base: str, head: str, chunks, timeout: float = 60.0) -> tuple[int, str]:
@@ -502,3 +601,82 @@ def test_real_recordings_are_answered_and_keep_their_top_1_through_the_service(o
     for method, changes in table.items():
         for change, figures in changes.items():
             assert figures["held"] >= 0.9, (method, change, figures)
+
+
+def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_path, clip):
+    """SIGTERM to `bentoml serve` while 8 uploads are in flight: each is answered 200, then it stops."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    with bentoml_serve(served_project, served_project / "models/serving.json", tmp_path / "serve.log") as (
+        base,
+        pid,
+    ):
+        with ThreadPoolExecutor(8) as pool:
+            answers = [
+                pool.submit(httpx.post, f"{base}/recommend", files=files, timeout=60) for _ in range(8)
+            ]
+            time.sleep(0.3)  # sent, and being answered
+            os.kill(pid, signal.SIGTERM)
+            statuses = [answer.result().status_code for answer in answers]
+        assert statuses == [200] * 8
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{base}/readyz", timeout=2)
+            except httpx.TransportError:
+                break  # it stopped after answering them
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the server still answers 60 s after SIGTERM")
+
+
+def test_fifty_clients_trickling_bodies_do_not_slow_a_normal_one(live_server):
+    """50 connections each send a body at 1 byte/s; a normal client's fused-array request is answered
+    in its usual time meanwhile (median of 10, against 10 before they connected)."""
+    import socket
+    import statistics
+    import threading
+    import time
+
+    info = httpx.get(f"{live_server}/model-info", timeout=10).json()
+    body = {"features": np.zeros(info["limits"]["fused_shape"]).tolist(), "top_k": 3}
+
+    def latencies() -> list[float]:
+        times = []
+        for _ in range(10):
+            started = time.perf_counter()
+            assert httpx.post(f"{live_server}/recommend", json=body, timeout=30).status_code == 200
+            times.append(time.perf_counter() - started)
+        return times
+
+    before = statistics.median(latencies())
+    host, port = live_server.removeprefix("http://").split(":")
+    stop = threading.Event()
+    slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(50)]
+
+    def trickle() -> None:
+        for conn in slow:
+            conn.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+            conn.sendall(b"Content-Length: 100000\r\n\r\n")
+        while not stop.wait(1.0):
+            for conn in slow:
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    pass
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        time.sleep(2)
+        during = statistics.median(latencies())
+    finally:
+        stop.set()
+        sender.join(5)
+        for conn in slow:
+            conn.close()
+    print(f"median {before * 1000:.0f} ms before, {during * 1000:.0f} ms with 50 trickling clients")
+    assert during < max(3 * before, before + 0.25), (before, during)

@@ -34,3 +34,9 @@ def test_retraining_in_ci_and_make_retrain_run_one_script():
     assert "make venv" in steps and "make retrain" in steps
     makefile = (REPO / "Makefile").read_text()
     assert "retrain: venv\n\tbash scripts/retrain.sh" in makefile
+
+
+def test_ci_audits_every_pinned_package_for_known_advisories():
+    workflow = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
+    steps = " ".join(s.get("run", "") for s in workflow["jobs"]["audit"]["steps"])
+    assert "pip-audit --requirement constraints.txt" in steps

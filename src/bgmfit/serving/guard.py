@@ -7,6 +7,7 @@ BentoML downloads on the server. :class:`RequestGuard` stands before all of that
 
 - a declared ``Content-Length`` over the cap is answered 413 before one byte is read;
 - a body without one (chunked) is counted as it arrives, and refused at the cap;
+- a body in BentoML's pickle format is answered 415 before it is read;
 - each multipart part header is read as it streams past (python-multipart, the parser
   Starlette itself uses), and a file field sent as text is answered 400; so is a
   urlencoded form that names a file field, and a multipart body without a boundary.
@@ -22,6 +23,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+#: Content types that BentoML would unpickle: never from a client.
+PICKLED = (b"application/vnd.bentoml+pickle",)
 Scope = dict
 Message = dict
 Receive = Callable[[], Awaitable[Message]]
@@ -115,6 +118,9 @@ class RequestGuard:
             if int(length) > self.max_bytes:
                 raise self._too_large(f"of {int(length):,} bytes")
         kind, options = parse_options_header(headers.get(b"content-type", b""))
+        if kind in PICKLED:
+            # BentoML's own pickle format (BentoML refuses it here too; advisory GHSA-2mcr-m9qx-5vwr).
+            raise Refused(415, f"{kind.decode()} is not accepted: send JSON or multipart/form-data")
         if kind == b"application/x-www-form-urlencoded" and self.file_fields:
             # A urlencoded form can only carry text, and BentoML would fetch a file field's text as a URL.
             return _UrlencodedWatch(self.file_fields)

@@ -9,28 +9,22 @@ the problem; nothing a client sends can raise anything else.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from bgmfit.audio import ACCEPTED_FORMATS, ACCEPTED_TEXT, load_audio, probe_audio
+from bgmfit.audio import ACCEPTED_FORMATS
 from bgmfit.config import PackageParams
-from bgmfit.errors import AudioDecodeError, BgmfitError, UnsupportedAudioError
-from bgmfit.features.windows import analyse_windows
+from bgmfit.errors import BgmfitError, RequestError
+from bgmfit.features.windows import TrackWindows, analyse_windows
 from bgmfit.index import Catalogue
 from bgmfit.index.catalogue import unit_mean
 from bgmfit.networks import MATCH, TRIPLET
+from bgmfit.serving.isolation import decode_upload
 
 METHODS = ("match", "triplet")
-
-
-class RequestError(BgmfitError):
-    """A request the service refuses, with its HTTP status (400, 413, 415 or 422)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,9 @@ class Recommender:
         The index; it must have been built from exactly ``versions``.
     limits:
         Request limits.
+    analyser:
+        Decodes and analyses an upload: ``(bytes, max seconds, name) -> TrackWindows``. In this
+        process by default; the service passes its :class:`~bgmfit.serving.isolation.AnalysisPool`.
 
     Raises
     ------
@@ -100,6 +97,7 @@ class Recommender:
         versions: dict[str, int],
         catalogue: Catalogue,
         limits: Limits,
+        analyser: Callable[[bytes, float, str], TrackWindows] | None = None,
     ) -> None:
         if versions != catalogue.versions():
             raise BgmfitError(
@@ -111,6 +109,7 @@ class Recommender:
         self.versions = versions
         self.catalogue = catalogue
         self.limits = limits
+        self.analyser = analyser or self._analyse_here
         features = catalogue.features
         self.fused_shape = (features.n_segments, len(catalogue.norm_stats.columns))
         self._bgm_rows = catalogue.bgm_rows
@@ -133,25 +132,25 @@ class Recommender:
         an oversized upload is never decoded; an empty one is refused by the header read.
         """
         self.check_upload_size(len(content), name)
-        try:
-            seconds, _ = probe_audio(content, name)
-            if seconds > self.limits.max_audio_seconds:
-                raise RequestError(
-                    413,
-                    f"{name}: {seconds:.1f} s is over the limit of {self.limits.max_audio_seconds:g} s",
-                )
-            return load_audio(content, self.catalogue.features.sample_rate, name=name)
-        except UnsupportedAudioError as exc:
-            message = str(exc) if ACCEPTED_TEXT in str(exc) else f"{exc}; send {ACCEPTED_TEXT}"
-            raise RequestError(415, message) from None
-        except AudioDecodeError as exc:
-            raise RequestError(400, str(exc)) from None
+        return decode_upload(
+            content, self.catalogue.features.sample_rate, self.limits.max_audio_seconds, name
+        )
 
     def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
-        """An upload (:meth:`decode_upload`) as both models' inputs, per window."""
-        windows = analyse_windows(self.decode_upload(content, name), self.catalogue.features)
+        """An upload as both models' inputs, per window: decoded and analysed by ``analyser``."""
+        self.check_upload_size(len(content), name)
+        windows = self.analyser(content, self.limits.max_audio_seconds, name)
         norm = self.catalogue.norm_stats
-        return Query(norm.normalise_fused(windows.fused), norm.normalise_frames(windows.mfcc_frames))
+        query = Query(norm.normalise_fused(windows.fused), norm.normalise_frames(windows.mfcc_frames))
+        if not (np.all(np.isfinite(query.fused)) and np.all(np.isfinite(query.frames))):
+            raise RequestError(422, f"{name}: its features are not finite; the audio cannot be analysed")
+        return query
+
+    def _analyse_here(self, content: bytes, max_seconds: float, name: str) -> TrackWindows:
+        return analyse_windows(
+            decode_upload(content, self.catalogue.features.sample_rate, max_seconds, name),
+            self.catalogue.features,
+        )
 
     def query_from_fused(self, fused) -> Query:
         """Check a normalised fused feature array sent by a client."""

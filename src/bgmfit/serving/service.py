@@ -9,6 +9,7 @@ problem.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,15 +28,18 @@ from bentoml.exceptions import BadInput, BentoMLException, NotFound, Unprocessab
 from bentoml.validators import DType, Shape
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bgmfit.config import TimelineParams, params_from_dict
 from bgmfit.errors import BgmfitError
+from bgmfit.features.windows import analyse_windows
 from bgmfit.files import SERVING
 from bgmfit.index import Catalogue
 from bgmfit.models.export import load_network
 from bgmfit.networks import MATCH, TRIPLET
 from bgmfit.serving.guard import RequestGuard
+from bgmfit.serving.isolation import AnalysisPool
 from bgmfit.serving.recommender import Filters, Limits, Query, Recommender, RequestError
 from bgmfit.timeline.job import swap_tracks, timeline_of, write_preview
 from bgmfit.tracking.logged import network_folder
@@ -85,6 +90,21 @@ def _http_error(exc: RequestError) -> BentoMLException:
     return _STATUS.get(exc.status, BadInput)(str(exc))
 
 
+def _answered(ctx, answer) -> list[dict]:
+    """``answer()``, or the refusal it raised: a 4xx by BentoML, a 503 with its message here.
+
+    BentoML replaces the message of any 5xx it raises with "an unexpected error"; a client
+    whose upload crashed the decoder should be told so, in the shape of BentoML's own errors.
+    """
+    try:
+        return answer()
+    except RequestError as exc:
+        if exc.status < 500:
+            raise _http_error(exc) from None
+        ctx.response.status_code = exc.status
+        return [{"error": str(exc)}]
+
+
 def _finite(array: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError("features contain NaN or infinite values")
@@ -108,7 +128,15 @@ info_app = FastAPI(title="bgmfit model info")
 
 
 @bentoml.asgi_app(info_app, path="/")
-@bentoml.service(name=CONFIG.get("bento_name", "bgmfit"), traffic=CONFIG["traffic"], workers=1)
+# threads: BentoML runs every synchronous endpoint through one limiter of this many threads (1 by
+# default, when one slow request stalls all others); the uploads' heavy work is in the analysis
+# processes, so a thread per analysis worker and two to spare. Timeline jobs have their own thread.
+@bentoml.service(
+    name=CONFIG.get("bento_name", "bgmfit"),
+    traffic=CONFIG["traffic"],
+    workers=1,
+    threads=CONFIG["analysis"]["workers"] + 2,
+)
 class BGMFit:
     """Background-music recommendations: which catalogue BGM fits a clip, and which music is like which."""
 
@@ -122,12 +150,39 @@ class BGMFit:
             versions[name] = int(ref.info.labels["registry_version"])
         catalogue = Catalogue.load(INDEX_DIR)
         # Raises when the index was built from other versions: the service then refuses to start.
+        analysis = CONFIG["analysis"]
+        self.analysis = AnalysisPool(
+            catalogue.features, analysis["workers"], analysis["timeout_seconds"], analysis["memory_mb"]
+        )
         self.recommender = Recommender(
-            models[MATCH.name], models[TRIPLET.name], versions, catalogue, Limits(**CONFIG["limits"])
+            models[MATCH.name],
+            models[TRIPLET.name],
+            versions,
+            catalogue,
+            Limits(**CONFIG["limits"]),
+            analyser=self.analysis.analyse,
         )
         self.progress: dict[str, dict] = {}  # job id -> {"step", "fraction"}, for the editor page
         self._jobs_lock = threading.Lock()
+        # One episode analysed at a time: a queue of long jobs must leave a core to the other endpoints.
+        self._timeline_runner = ThreadPoolExecutor(1, thread_name_prefix="timeline")
+        self._warm_up()
         gc.freeze()  # start-up objects never need collecting; fewer long GC pauses under load
+
+    def _warm_up(self) -> None:
+        """Analyse a few seconds of noise here and rank for it by both methods, once.
+
+        So that the first client's request is not the slow one: librosa's and numba's first
+        calls (the timeline analyses in this process), PyTorch's first call of each shape, and
+        both rankings. The analysis processes warm themselves as they start.
+        """
+        catalogue = self.recommender.catalogue
+        noise = np.random.default_rng(0).normal(0, 0.1, 3 * catalogue.features.sample_rate)
+        windows = analyse_windows(noise.astype(np.float32), catalogue.features)
+        norm = catalogue.norm_stats
+        query = Query(norm.normalise_fused(windows.fused), norm.normalise_frames(windows.mfcc_frames))
+        for method in ("match", "triplet"):
+            self.recommender.recommend(query, method, 1, None, None)
 
     def _query(self, audio: Path | None, features: list | None) -> Query:
         if (audio is None) == (features is None):
@@ -156,6 +211,7 @@ class BGMFit:
         exclude_ids: list[str] | None = None,
         min_duration_seconds: float = 0.0,
         min_fit: Annotated[float, Field(ge=0, le=1)] | None = None,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
     ) -> list[dict]:
         """Rank the library for uploaded audio (wav, flac, ogg, opus, mp3, m4a) or a normalised fused array.
 
@@ -166,19 +222,15 @@ class BGMFit:
         out tracks that fit less: an empty list says that nothing fits.
         """
         filters = _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_duration_seconds)
-        try:
-            query = self._query(audio, features)
-            return self.recommender.recommend(query, method, top_k, filters, min_fit)
-        except RequestError as exc:
-            raise _http_error(exc) from None
+        return _answered(
+            ctx,
+            lambda: self.recommender.recommend(self._query(audio, features), method, top_k, filters, min_fit),
+        )
 
     @bentoml.api
-    def match(self, audio: Path, track_ids: list[str]) -> list[dict]:
+    def match(self, audio: Path, track_ids: list[str], ctx: bentoml.Context = None) -> list[dict]:  # type: ignore[assignment]
         """Method A's graded fit of an uploaded clip with each of the named catalogue tracks."""
-        try:
-            return self.recommender.match(self._query(audio, None), track_ids)
-        except RequestError as exc:
-            raise _http_error(exc) from None
+        return _answered(ctx, lambda: self.recommender.match(self._query(audio, None), track_ids))
 
     @bentoml.api
     def similar(
@@ -192,17 +244,19 @@ class BGMFit:
         exclude_tags: list[str] | None = None,
         exclude_ids: list[str] | None = None,
         min_duration_seconds: float = 0.0,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
     ) -> list[dict]:
         """Library music nearest to a library track or to uploaded music (method B, cosine distance).
 
         The filters are those of ``/recommend``.
         """
         filters = _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_duration_seconds)
-        try:
-            query = None if audio is None else self._query(audio, None)
-            return self.recommender.similar(track_id, query, top_k, filters)
-        except RequestError as exc:
-            raise _http_error(exc) from None
+        return _answered(
+            ctx,
+            lambda: self.recommender.similar(
+                track_id, None if audio is None else self._query(audio, None), top_k, filters
+            ),
+        )
 
     @bentoml.api(
         batchable=True,
@@ -224,14 +278,24 @@ class BGMFit:
     # -- whole episodes ---------------------------------------------------------------------------
 
     @bentoml.task
-    def timeline(self, audio: Path, job: str | None = None, preview: bool = True) -> dict:
+    async def timeline(
+        self, audio: Path, ctx: bentoml.Context, job: str | None = None, preview: bool = True
+    ) -> dict:
         """Score a whole episode: ``POST /timeline/submit``, then ``GET /timeline/status``, ``/timeline/get``.
 
         The answer is the timeline (the same JSON as ``bgmfit timeline``) with ``job``; with
         ``preview``, ``preview_url`` is where its mix can be fetched (``GET /jobs/{job}/...``).
         ``job`` (32 hex digits) lets a client follow ``GET /jobs/{job}/progress`` meanwhile.
         """
+        if getattr(ctx.request.state, "task_id", None) is None:
+            raise BadInput("an episode is scored as a task: POST /timeline/submit, then GET /timeline/status")
         job = self._new_job(job)
+        # Queued jobs wait here, not in BentoML's threads, which the other endpoints need.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._timeline_runner, self._timeline, audio, job, preview
+        )
+
+    def _timeline(self, audio: Path, job: str, preview: bool) -> dict:
         try:
             self.recommender.check_upload_size(audio.stat().st_size)
             y = self.recommender.decode_upload(audio.read_bytes(), "upload")
@@ -340,6 +404,34 @@ class BGMFit:
             return None
         return JOBS / job
 
+
+def _parse_errors_are_400(spec) -> None:
+    """Make a request that BentoML cannot parse into ``spec`` a 400 that says why, never a 500.
+
+    BentoML turns anything but a validation error raised while it parses a request into
+    500: Starlette's 400 for a malformed or over-long multipart form, a part's bytes that
+    are not UTF-8 (``json.loads`` on them), a 5,000-digit number (Python's limit on
+    ``int()``). Parsing only reads what the client sent, so all of it is the client's to fix.
+    """
+    parse = spec.from_http_request.__func__
+
+    async def from_http_request(cls, request, serde):
+        try:
+            return await parse(cls, request, serde)
+        except (ValidationError, BentoMLException):
+            raise
+        except StarletteHTTPException as exc:
+            raise BadInput(f"malformed request body: {exc.detail}") from None
+        except OSError:
+            raise  # the server's own disk or socket: not the client's fault
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise BadInput(f"malformed request body: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+    spec.from_http_request = classmethod(from_http_request)
+
+
+for _api in BGMFit.apis.values():
+    _parse_errors_are_400(_api.input_spec)
 
 # One byte cap for every endpoint and content type, counted as the body streams in, before
 # BentoML parses (and spools) anything; and no text where a file is expected (BentoML would fetch it).

@@ -71,6 +71,11 @@ def run(
             "limits": dataclasses.asdict(Limits.from_params(params)),
             "batching": {"max_batch_size": params.max_batch_size, "max_latency_ms": params.max_latency_ms},
             "traffic": {"timeout": params.timeout_seconds, "concurrency": params.concurrency},
+            "analysis": {
+                "workers": params.analysis_workers,
+                "timeout_seconds": params.analysis_timeout_seconds,
+                "memory_mb": params.analysis_memory_mb,
+            },
             "bento_name": params.bento_name,
             "timeline": timeline.model_dump(),
             # Previews mix the library's own audio, which the bento does not carry: it is read here.

@@ -9,6 +9,10 @@ or a run that trained the same weights, again changes nothing.
 from __future__ import annotations
 
 import math
+import os
+import socket
+import sys
+import time
 from dataclasses import dataclass
 
 import lightning as L
@@ -22,9 +26,11 @@ from bgmfit.errors import BgmfitError
 from bgmfit.evaluation.scoring import match_metrics, score_match, score_triplet, triplet_metrics
 from bgmfit.networks import BY_NAME, MATCH, Network
 from bgmfit.tracking.logged import load_version
-from bgmfit.tracking.runs import use_tracking_store
+from bgmfit.tracking.runs import process_alive, use_tracking_store
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: ``host:pid`` of the register process that registered a version, until its gate is done.
+REGISTRAR_TAG = "bgmfit.registered_by"
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,9 @@ def register_candidate(
     existing = [v for v in versions if v.run_id == run_id] or [
         v for v in versions if weights and v.tags.get("weights_sha256") == weights
     ]
+    if existing and "gate" not in existing[0].tags:
+        # Registered by another register process, still gating (or by one that stopped before the gate).
+        existing = [_gated_by_its_registrar(mlflow_client, network.name, existing[0])]
     if existing and "gate" in existing[0].tags:
         if existing[0].run_id != run_id:  # the same weights from another run: say so on that run
             mlflow_client.set_tag(run_id, "same_weights_as", f"{network.name} v{existing[0].version}")
@@ -127,8 +136,24 @@ def register_candidate(
     if existing:  # registered by an earlier run of this stage that stopped before the gate
         version = str(existing[0].version)
     else:
-        tags = {"weights_sha256": weights} if weights else None
+        tags = {REGISTRAR_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+        tags |= {"weights_sha256": weights} if weights else {}
         version = str(mlflow.register_model(training["model_uri"], network.name, tags=tags).version)
+        # No lock spans search and register: two processes can both register the run. Checked after
+        # writing, the lowest version of the run is kept; a later one is deleted, and its process
+        # takes the gate outcome of the one that registered first.
+        first = min(
+            (v for v in mlflow_client.search_model_versions(f"name='{network.name}'") if v.run_id == run_id),
+            key=lambda v: int(v.version),
+        )
+        if str(first.version) != version:
+            mlflow_client.delete_model_version(network.name, version)
+            print(
+                f"register: run {run_id} was registered as {network.name} v{first.version} by another "
+                f"register process at the same time; v{version} is withdrawn",
+                file=sys.stderr,
+            )
+            return _decision_of(network, _gated_by_its_registrar(mlflow_client, network.name, first))
 
     score = gate_score(network, load_version(network.name, version), store)
     if not math.isfinite(score):
@@ -178,6 +203,24 @@ def register_candidate(
         tags.get("previous_champion"),
         new_version=not existing,
     )
+
+
+def _gated_by_its_registrar(mlflow_client: MlflowClient, name: str, version, timeout: float = 300.0):
+    """``version`` once the process that registered it has gated it; as it is if that process is gone.
+
+    A process of this machine is known to be gone when its id is; one of another machine
+    is waited for ``timeout`` seconds.
+    """
+    host, _, pid = version.tags.get(REGISTRAR_TAG, "").partition(":")
+    deadline = time.monotonic() + timeout
+    while "gate" not in version.tags and time.monotonic() < deadline:
+        if host == socket.gethostname() and (not pid.isdigit() or not process_alive(int(pid))):
+            break
+        if host == socket.gethostname() and int(pid) == os.getpid():
+            break
+        time.sleep(0.5)
+        version = mlflow_client.get_model_version(name, str(version.version))
+    return version
 
 
 def _decision_of(network: Network, version) -> GateDecision:

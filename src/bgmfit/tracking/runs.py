@@ -68,3 +68,18 @@ def dvc_output_hash(output: str, lock: Path = Path("dvc.lock")) -> str:
             if out.get("path") == output:
                 return str(out.get("md5", "unknown"))
     return "unknown"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is still running (a zombie is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is gone for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,169 @@
+"""Decoding and analysis of uploads in worker processes with a time and a memory limit.
+
+An upload is the one input of the service that runs third-party C code on bytes a
+client chose: libsndfile, FFmpeg, soxr. A decoder that hangs or crashes on such
+bytes, or a file that decodes to more samples than memory holds, must cost that
+one request, never the server. :class:`AnalysisPool` runs each upload's decode and
+feature analysis in a small pool of processes (deaf to SIGTERM, so that a
+graceful stop of the server lets them finish), each capped with
+``RLIMIT_DATA``, and waits at most ``timeout_seconds`` for the answer:
+
+- a decode or analysis error comes back as the :class:`RequestError` it maps to;
+- a worker over its memory cap ends the request with 413;
+- a worker that crashes, or that does not answer in time, is killed with its pool,
+  which is replaced; the request gets 503 with the reason, and the others carry on.
+
+``BGMFIT_FAULT=sleep:SECONDS`` or ``BGMFIT_FAULT=abort``, set in the server's
+environment, makes every decode hang or crash: the tests inject both faults with it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import signal
+import threading
+import time
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from bgmfit.audio import ACCEPTED_TEXT, load_audio, probe_audio
+from bgmfit.config import FeaturesParams
+from bgmfit.errors import AudioDecodeError, RequestError, UnsupportedAudioError, UnusableAudioError
+from bgmfit.features.windows import TrackWindows, analyse_windows
+
+FAULT = "BGMFIT_FAULT"
+
+
+def decode_upload(content: bytes, sample_rate: int, max_seconds: float, name: str = "upload") -> np.ndarray:
+    """Decode an upload whole, mono at ``sample_rate``, after its header's duration is checked.
+
+    Raises
+    ------
+    RequestError
+        413 over ``max_seconds``; 415 not audio in an accepted format; 422 samples that are
+        not finite or far past full scale; 400 empty, truncated or otherwise undecodable.
+    """
+    try:
+        seconds, _ = probe_audio(content, name)
+        if seconds > max_seconds:
+            raise RequestError(413, f"{name}: {seconds:.1f} s is over the limit of {max_seconds:g} s")
+        return load_audio(content, sample_rate, name=name)
+    except UnsupportedAudioError as exc:
+        message = str(exc) if ACCEPTED_TEXT in str(exc) else f"{exc}; send {ACCEPTED_TEXT}"
+        raise RequestError(415, message) from None
+    except UnusableAudioError as exc:
+        raise RequestError(422, str(exc)) from None
+    except AudioDecodeError as exc:
+        raise RequestError(400, str(exc)) from None
+
+
+def _inject_fault() -> None:
+    fault = os.environ.get(FAULT, "")
+    if fault == "abort":
+        os.abort()
+    if fault.startswith("sleep:"):
+        time.sleep(float(fault.split(":", 1)[1]))
+
+
+def _analyse(content: bytes, features: FeaturesParams, max_seconds: float, name: str) -> TrackWindows:
+    _inject_fault()
+    try:
+        return analyse_windows(decode_upload(content, features.sample_rate, max_seconds, name), features)
+    except MemoryError:
+        raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
+
+
+def _start_worker(memory_mb: int, features: FeaturesParams) -> None:
+    # A graceful stop of `bentoml serve` signals the worker's children (and its group) as well:
+    # the decodes of requests the server is still answering must finish. A worker ends when
+    # its parent does (its call queue closes), or at the pool's shutdown.
+    os.setpgrp()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    # Compile and load the analysis path once, so that the first upload does not pay for it.
+    analyse_windows(
+        np.random.default_rng(0).normal(0, 0.1, features.sample_rate).astype(np.float32), features
+    )
+
+
+class AnalysisPool:
+    """``workers`` processes that decode and analyse uploads (see the module's docstring).
+
+    Parameters
+    ----------
+    features:
+        The feature settings the index was built with.
+    workers:
+        Processes in the pool: uploads analysed at once.
+    timeout_seconds:
+        How long one upload may take, queueing included, before its worker is killed.
+    memory_mb:
+        Each worker's cap on its data segment (heap and anonymous maps).
+    """
+
+    def __init__(
+        self, features: FeaturesParams, workers: int, timeout_seconds: float, memory_mb: int
+    ) -> None:
+        self.features, self.workers = features, workers
+        self.timeout_seconds, self.memory_mb = timeout_seconds, memory_mb
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn: a clean process, not a fork of this one with its threads and models; and each
+        # worker's parent is this process (a forkserver would die with the server's group).
+        pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.memory_mb, self.features),
+        )
+        # Start every worker now, each warming up, rather than at the first uploads.
+        for future in [pool.submit(time.sleep, 0) for _ in range(self.workers)]:
+            future.result()
+        return pool
+
+    def analyse(self, content: bytes, max_seconds: float, name: str = "upload") -> TrackWindows:
+        """Every window's features of an upload, decoded in a worker.
+
+        Raises
+        ------
+        RequestError
+            The decode's own refusal (400, 413, 415, 422); 413 for a worker over its memory
+            cap; 503 for a worker that crashed or took over ``timeout_seconds``.
+        """
+        pool = self._pool
+        try:
+            future = pool.submit(_analyse, content, self.features, max_seconds, name)
+            return future.result(timeout=self.timeout_seconds)
+        except FutureTimeout:
+            self._replace(pool)
+            raise RequestError(
+                503, f"{name}: decoding and analysis took over {self.timeout_seconds:g} s and was stopped"
+            ) from None
+        except BrokenExecutor:
+            self._replace(pool)
+            raise RequestError(
+                503, f"{name}: the decoder crashed on this file; it was not analysed"
+            ) from None
+        except MemoryError:
+            raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """Kill ``broken``'s workers (a hung decode cannot be cancelled) and start a new pool."""
+        with self._lock:
+            if self._pool is not broken:
+                return  # another request replaced it already
+            for process in list(getattr(broken, "_processes", {}).values()):
+                process.kill()
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
