@@ -57,21 +57,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
-    """``bentoml serve`` on a free loopback port; returns once /readyz answers 200."""
+def start_server(bare: bool = False) -> tuple[subprocess.Popen, str]:
+    """``bentoml serve`` (or, ``bare``, the FastAPI app of ``benchmarks/bare_app.py``) on a free
+    loopback port; returns once /readyz answers 200."""
     port = _free_port()
+    if bare:
+        command = ["uvicorn", "benchmarks.bare_app:app", "--workers", "1", "--log-level", "warning"]
+    else:
+        command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit"]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "bgmfit.serving.service:BGMFit",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -192,6 +187,23 @@ def serving(requests: int, concurrency: int, repeats: int) -> None:
                 "served / in-process throughput "
                 f"{median['rps'] / base_median['rps']:.2f}x"
             )
+        # The fused case at one client, against the same call in a bare FastAPI app, side by side.
+        bare, bare_base = start_server(bare=True)
+        try:
+            send = cases["fused array"][0]
+            load(bare_base, send, 20, 1)  # warm-up
+            ours, theirs = [], []
+            for _ in range(repeats):
+                ours.append(load(base, send, requests, 1)["rps"])
+                theirs.append(load(bare_base, send, requests, 1)["rps"])
+            ours_rps, bare_rps = statistics.median(ours), statistics.median(theirs)
+            print(
+                f"/recommend, fused array, 1 client: BentoML {ours_rps:.1f} req/s, bare FastAPI "
+                f"{bare_rps:.1f} req/s: {ours_rps / bare_rps:.2f}x (median of {repeats}, alternating)"
+            )
+        finally:
+            os.killpg(bare.pid, signal.SIGTERM)
+            bare.wait(timeout=30)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -212,11 +212,12 @@ def _gated_by_its_registrar(mlflow_client: MlflowClient, name: str, version, tim
     is waited for ``timeout`` seconds.
     """
     host, _, pid = version.tags.get(REGISTRAR_TAG, "").partition(":")
+    here = host == socket.gethostname()
+    if not pid.isdigit() or (here and (int(pid) == os.getpid() or not process_alive(int(pid)))):
+        return version  # untagged (registered before this tag existed), ours, or its process is gone
     deadline = time.monotonic() + timeout
     while "gate" not in version.tags and time.monotonic() < deadline:
-        if host == socket.gethostname() and (not pid.isdigit() or not process_alive(int(pid))):
-            break
-        if host == socket.gethostname() and int(pid) == os.getpid():
+        if here and not process_alive(int(pid)):
             break
         time.sleep(0.5)
         version = mlflow_client.get_model_version(name, str(version.version))
