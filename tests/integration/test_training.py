@@ -182,7 +182,7 @@ def test_a_training_killed_with_sigkill_resumes_with_auto_losing_at_most_one_epo
     training.send_signal(signal.SIGKILL)
     training.communicate(timeout=60)
     assert training.returncode == -signal.SIGKILL, "the fit ended before it could be killed"
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri())  # this project's store, not an earlier test's
     run_id = (project / "models/match/checkpoints/mlflow_run_id").read_text().strip()
     assert client.get_run(run_id).info.status == "RUNNING", "nothing could close it"
     logged = len(client.get_metric_history(run_id, "train/loss"))
@@ -226,7 +226,7 @@ def test_a_killed_run_that_is_not_resumed_is_marked_failed_with_the_reason(proje
         command, cwd=project, env=environment(), capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    run = mlflow.MlflowClient().get_run(killed)
+    run = mlflow.MlflowClient(tracking_uri()).get_run(killed)
     assert run.info.status == "FAILED"
     assert "ended without closing the run (killed)" in run.data.tags["bgmfit.end_reason"]
 
