@@ -442,12 +442,23 @@ GIB = 2**30
 MIB_CHUNK = b"0" * 2**20
 
 
+GIB_CASES = [
+    ("/recommend", "multipart", True),
+    ("/recommend", "multipart", False),
+    ("/recommend", "json", True),
+    ("/recommend", "json", False),
+    # Every other endpoint that takes a body, the timeline's included, chunked (no length to refuse by).
+    *[(path, "multipart", False) for path in ("/match", "/similar", "/timeline/submit")],
+    *[(path, "json", False) for path in ("/embed", "/render", "/timeline/submit")],
+]
+
+
 @pytest.mark.parametrize(
-    ("kind", "declared"),
-    [("multipart", True), ("multipart", False), ("json", True), ("json", False)],
-    ids=["multipart with length", "multipart chunked", "json with length", "json chunked"],
+    ("path", "kind", "declared"),
+    GIB_CASES,
+    ids=[f"{p} {k} {'with length' if d else 'chunked'}" for p, k, d in GIB_CASES],
 )
-def test_a_1_gib_body_is_refused_as_it_streams_and_memory_stays_flat(live_service, kind, declared):
+def test_a_1_gib_body_is_refused_as_it_streams_and_memory_stays_flat(live_service, path, kind, declared):
     """1 GiB bodies, declared up front or chunked: 413 naming the cap, the server grows < 50 MB."""
     boundary = "bgmfitboundary"
     if kind == "multipart":
@@ -459,7 +470,7 @@ def test_a_1_gib_body_is_refused_as_it_streams_and_memory_stays_flat(live_servic
     else:
         ctype, first = "application/json", b'{"features": ['
     length = f"Content-Length: {GIB}\r\n" if declared else "Transfer-Encoding: chunked\r\n"
-    head = f"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n{length}\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n{length}\r\n"
 
     def body():
         pieces = [first, *([MIB_CHUNK] * (GIB // len(MIB_CHUNK)))]
@@ -470,7 +481,7 @@ def test_a_1_gib_body_is_refused_as_it_streams_and_memory_stays_flat(live_servic
     before = _tree_rss_mb(pid)
     status, answer = _raw_request(live_server, head, body())
     grown = _tree_rss_mb(pid) - before
-    print(f"{kind}, {'declared' if declared else 'chunked'}: {status}, server grew {grown:.1f} MB")
+    print(f"{path} {kind}, {'declared' if declared else 'chunked'}: {status}, server grew {grown:.1f} MB")
     assert status == 413, answer[:500]
     assert "over the limit of 1,048,576 bytes" in answer
     assert grown < 50, f"the server grew by {grown:.0f} MB"
