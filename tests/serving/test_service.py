@@ -614,8 +614,24 @@ def test_real_recordings_are_answered_and_keep_their_top_1_through_the_service(o
             assert figures["held"] >= 0.9, (method, change, figures)
 
 
+def _analysis_processes(pid: int) -> list:
+    """The upload-analysis processes under the server ``pid`` (spawned by each BentoML worker)."""
+    from benchmarks.fuzz import _tree
+
+    return [p for p in _tree(pid) if any("multiprocessing.spawn" in part for part in p.cmdline())]
+
+
+def _gone_within(processes: list, seconds: float) -> list:
+    """Those of ``processes`` still running after ``seconds``."""
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return alive
+
+
 def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_path, clip):
-    """SIGTERM to `bentoml serve` while 8 uploads are in flight: each is answered 200, then it stops."""
+    """SIGTERM to `bentoml serve` while 8 uploads are in flight: each is answered 200, then it stops,
+    and so do its analysis processes."""
     import signal
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -625,6 +641,8 @@ def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_
         base,
         pid,
     ):
+        analysis = _analysis_processes(pid)
+        assert len(analysis) == 2, analysis  # package.analysis_workers
         with ThreadPoolExecutor(8) as pool:
             answers = [
                 pool.submit(httpx.post, f"{base}/recommend", files=files, timeout=60) for _ in range(8)
@@ -642,6 +660,26 @@ def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_
             time.sleep(0.5)
         else:
             raise AssertionError("the server still answers 60 s after SIGTERM")
+        assert not _gone_within(analysis, 10), "analysis processes outlived the server"
+
+
+def test_a_killed_server_leaves_no_analysis_process_behind(served_project, tmp_path):
+    """kill -9 of the whole `bentoml serve` tree but its analysis processes (each in a group of
+    its own, deaf to SIGTERM): they notice that their parent is gone and exit."""
+    import signal
+
+    from benchmarks.fuzz import _tree
+
+    with bentoml_serve(served_project, served_project / "models/serving.json", tmp_path / "serve.log") as (
+        _,
+        pid,
+    ):
+        analysis = _analysis_processes(pid)
+        assert analysis
+        for process in _tree(pid):
+            if process not in analysis:
+                process.send_signal(signal.SIGKILL)
+        assert not _gone_within(analysis, 10), "analysis processes outlived a killed server"
 
 
 def test_fifty_clients_trickling_bodies_do_not_slow_a_normal_one(live_server):

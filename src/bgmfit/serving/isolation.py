@@ -13,6 +13,10 @@ graceful stop of the server lets them finish), each capped with
 - a worker that crashes, or that does not answer in time, is killed with its pool,
   which is replaced; the request gets 503 with the reason, and the others carry on.
 
+An upload's windows are shared out among the workers that are idle when it arrives;
+each decodes the file and analyses its share. So one client's 30 s query uses every
+core, and under load each upload keeps to one worker. The windows come out the same.
+
 ``BGMFIT_FAULT=sleep:SECONDS`` or ``BGMFIT_FAULT=abort``, set in the server's
 environment, makes every decode hang or crash: the tests inject both faults with it.
 """
@@ -33,7 +37,8 @@ import numpy as np
 from bgmfit.audio import ACCEPTED_TEXT, load_audio, probe_audio
 from bgmfit.config import FeaturesParams
 from bgmfit.errors import AudioDecodeError, RequestError, UnsupportedAudioError, UnusableAudioError
-from bgmfit.features.windows import TrackWindows, analyse_windows
+from bgmfit.features.fusion import analyse
+from bgmfit.features.windows import TrackWindows, analyse_windows, window_starts
 
 FAULT = "BGMFIT_FAULT"
 
@@ -69,21 +74,61 @@ def _inject_fault() -> None:
         time.sleep(float(fault.split(":", 1)[1]))
 
 
-def _analyse(content: bytes, features: FeaturesParams, max_seconds: float, name: str) -> TrackWindows:
+def _analyse(
+    content: bytes, features: FeaturesParams, max_seconds: float, name: str, part: int, parts: int
+) -> TrackWindows | None:
+    """Decode an upload and analyse every ``parts``-th of its windows, from the ``part``-th
+    (None when that share is empty: a short upload has fewer windows than workers)."""
     _inject_fault()
     try:
-        return analyse_windows(decode_upload(content, features.sample_rate, max_seconds, name), features)
+        y = decode_upload(content, features.sample_rate, max_seconds, name)
+        if parts == 1:
+            return analyse_windows(y, features)
+        length = int(round(features.clip_seconds * features.sample_rate))
+        starts = window_starts(y.size, features)[part::parts]
+        tracks = [analyse(y[s : s + length], features) for s in starts]
     except MemoryError:
         raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
+    if not tracks:
+        return None
+    return TrackWindows(
+        fused=np.stack([t.fused for t in tracks]),
+        mfcc_frames=np.stack([t.mfcc_frames for t in tracks]),
+        offsets=(starts / features.sample_rate).astype(np.float32),
+        duration=y.size / features.sample_rate,
+    )
+
+
+def _merge(shares: list[TrackWindows | None]) -> TrackWindows:
+    """The windows of every share, back in the file's order (share ``i`` holds windows ``i::parts``)."""
+    shares = [s for s in shares if s is not None]
+    if len(shares) == 1:
+        return shares[0]
+    order = np.argsort(np.concatenate([s.offsets for s in shares]), kind="stable")
+    return TrackWindows(
+        fused=np.concatenate([s.fused for s in shares])[order],
+        mfcc_frames=np.concatenate([s.mfcc_frames for s in shares])[order],
+        offsets=np.concatenate([s.offsets for s in shares])[order],
+        duration=shares[0].duration,
+    )
+
+
+def _end_with_parent(parent: int, every_seconds: float = 1.0) -> None:
+    """Exit once ``parent`` is gone. A spawned worker holds both ends of its call queue's pipe, so
+    it never reads end-of-file when the server stops or is killed; without this it lives on."""
+    while os.getppid() == parent:
+        time.sleep(every_seconds)
+    os._exit(0)
 
 
 def _start_worker(memory_mb: int, features: FeaturesParams) -> None:
     # A graceful stop of `bentoml serve` signals the worker's children (and its group) as well:
-    # the decodes of requests the server is still answering must finish. A worker ends when
-    # its parent does (its call queue closes), or at the pool's shutdown.
+    # the decodes of requests the server is still answering must finish. A worker ends at the
+    # pool's shutdown, or within a second of its parent's end, however that came.
     os.setpgrp()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     # Compile and load the analysis path once, so that the first upload does not pay for it.
@@ -113,6 +158,7 @@ class AnalysisPool:
         self.features, self.workers = features, workers
         self.timeout_seconds, self.memory_mb = timeout_seconds, memory_mb
         self._lock = threading.Lock()
+        self._busy = 0  # workers running a share of an upload now
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -130,7 +176,7 @@ class AnalysisPool:
         return pool
 
     def analyse(self, content: bytes, max_seconds: float, name: str = "upload") -> TrackWindows:
-        """Every window's features of an upload, decoded in a worker.
+        """Every window's features of an upload, decoded in one worker or shared among the idle ones.
 
         Raises
         ------
@@ -139,9 +185,16 @@ class AnalysisPool:
             cap; 503 for a worker that crashed or took over ``timeout_seconds``.
         """
         pool = self._pool
+        with self._lock:
+            parts = max(1, self.workers - self._busy)
+            self._busy += parts
+        deadline = time.monotonic() + self.timeout_seconds
         try:
-            future = pool.submit(_analyse, content, self.features, max_seconds, name)
-            return future.result(timeout=self.timeout_seconds)
+            futures = [
+                pool.submit(_analyse, content, self.features, max_seconds, name, part, parts)
+                for part in range(parts)
+            ]
+            return _merge([f.result(timeout=max(0.0, deadline - time.monotonic())) for f in futures])
         except FutureTimeout:
             self._replace(pool)
             raise RequestError(
@@ -152,8 +205,9 @@ class AnalysisPool:
             raise RequestError(
                 503, f"{name}: the decoder crashed on this file; it was not analysed"
             ) from None
-        except MemoryError:
-            raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
+        finally:
+            with self._lock:
+                self._busy -= parts
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         """Kill ``broken``'s workers (a hung decode cannot be cancelled) and start a new pool."""

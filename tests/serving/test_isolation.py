@@ -1,0 +1,50 @@
+"""The analysis pool's shares of an upload put back together equal the file analysed in one process."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import soundfile as sf
+
+from bgmfit.features.windows import analyse_windows
+from bgmfit.serving.isolation import AnalysisPool, decode_upload
+
+
+def _upload(seconds: float, rate: int, rng: np.random.Generator) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    y = 0.2 * np.sin(2 * np.pi * 220 * t * (1 + 0.2 * np.sin(t))) + 0.01 * rng.standard_normal(t.size)
+    buffer = io.BytesIO()
+    sf.write(buffer, y.astype(np.float32), rate, format="FLAC")
+    return buffer.getvalue()
+
+
+def test_an_upload_shared_among_idle_workers_gives_the_windows_of_one_process(features_params, rng):
+    params = features_params.model_copy(update=dict(window_hop_seconds=3.0))
+    uploads = {seconds: _upload(seconds, 16_000, rng) for seconds in (4.0, 14.5, 23.0)}
+    pool = AnalysisPool(params, workers=2, timeout_seconds=60, memory_mb=3072)
+    try:
+        for seconds, content in uploads.items():
+            expected = analyse_windows(decode_upload(content, params.sample_rate, 3600), params)
+            shared = pool.analyse(content, 3600)  # the pool is idle: both workers take a share
+            assert shared.offsets.tolist() == expected.offsets.tolist(), seconds
+            np.testing.assert_array_equal(shared.fused, expected.fused)
+            np.testing.assert_array_equal(shared.mfcc_frames, expected.mfcc_frames)
+            assert shared.duration == expected.duration
+        # Two uploads at once: each keeps to one worker, and each still gets all of its windows.
+        answers: dict[float, object] = {}
+        threads = [
+            threading.Thread(target=lambda s=s: answers.__setitem__(s, pool.analyse(uploads[s], 3600)))
+            for s in (14.5, 23.0)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for seconds, windows in answers.items():
+            expected = analyse_windows(decode_upload(uploads[seconds], params.sample_rate, 3600), params)
+            np.testing.assert_array_equal(windows.fused, expected.fused)
+        assert pool._busy == 0
+    finally:
+        pool.close()
