@@ -7,6 +7,10 @@ input. Only successful (200) responses count. The baseline is the same work
 called in-process on the same models and index (decode + features + rank), in
 the same run; the ratio says what HTTP, multipart parsing and BentoML cost.
 
+With ``--batching``, it then compares ``/embed`` with adaptive batching (the project's
+``package.max_batch_size``) against the same server with batching off (``max_batch_size``
+1), alternately, at ``--batch-clients`` concurrent clients each sending one window.
+
 Part 2 builds a synthetic catalogue of unit vectors (the triplet embedding's
 size) and compares FAISS HNSW, as the index stage builds it past
 ``index.ann_threshold``, with exact search: top-10 latency per query and
@@ -26,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,19 +62,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(bare: bool = False) -> tuple[subprocess.Popen, str]:
+def start_server(bare: bool = False, serving: Path | None = None) -> tuple[subprocess.Popen, str]:
     """``bentoml serve`` (or, ``bare``, the FastAPI app of ``benchmarks/bare_app.py``) on a free
-    loopback port; returns once /readyz answers 200."""
+    loopback port, configured by ``serving`` (default ``models/serving.json``); returns once
+    /readyz answers 200."""
     port = _free_port()
     if bare:
         command = ["uvicorn", "benchmarks.bare_app:app", "--workers", "1", "--log-level", "warning"]
     else:
         command = ["bentoml", "serve", "bgmfit.serving.service:BGMFit"]
+    env = dict(os.environ) | ({"BGMFIT_SERVING": str(serving)} if serving else {})
+    log = tempfile.NamedTemporaryFile(prefix="bgmfit-bench-serve-", suffix=".log", delete=False)
     server = subprocess.Popen(
         [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -79,8 +88,12 @@ def start_server(bare: bool = False) -> tuple[subprocess.Popen, str]:
                 return server, base
         except httpx.TransportError:
             time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGTERM)
-    raise SystemExit("bentoml serve did not become ready in 120 s; run `make run` first")
+        if server.poll() is not None:
+            break
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+    tail = Path(log.name).read_text()[-2000:]
+    raise SystemExit(f"{' '.join(command)} did not become ready in 120 s (after `make run`?):\n{tail}")
 
 
 def load(base: str, send, requests: int, concurrency: int) -> dict[str, float]:
@@ -209,6 +222,43 @@ def serving(requests: int, concurrency: int, repeats: int) -> None:
         server.wait(timeout=30)
 
 
+def batching(requests: int, clients: int, repeats: int) -> None:
+    """``/embed`` at ``clients`` concurrent clients (one window each), batching on against off."""
+    config = json.loads(Path("models/serving.json").read_text())
+    unbatched = Path("models/serving-unbatched.json")
+    unbatched.write_text(json.dumps({**config, "batching": {**config["batching"], "max_batch_size": 1}}))
+    window = np.random.default_rng(0).standard_normal((1, *config["fused_shape"])).astype(np.float32)
+    body = json.dumps({"features": window.tolist()})
+
+    def send(client: httpx.Client) -> httpx.Response:
+        return client.post("/embed", content=body, headers={"content-type": "application/json"})
+
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        servers["batched"] = start_server()
+        servers["unbatched"] = start_server(serving=unbatched)
+        for _, base in servers.values():
+            load(base, send, 2 * clients, clients)  # warm-up
+        runs: dict[str, list[dict]] = {name: [] for name in servers}
+        for _ in range(repeats):
+            for name, (_, base) in servers.items():
+                runs[name].append(load(base, send, requests, clients))
+        median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+        for name, m in median.items():
+            print(
+                f"/embed, {clients} clients, {name} (max_batch_size "
+                f"{config['batching']['max_batch_size'] if name == 'batched' else 1}): "
+                f"{m['rps']:.1f} req/s, p50 {m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms, "
+                f"rejected {m['failed']:.0f} ({requests} requests, median of {repeats}, alternating)"
+            )
+        print(f"  batched / unbatched: {median['batched']['rps'] / median['unbatched']['rps']:.2f}x")
+    finally:
+        for server, _ in servers.values():
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        unbatched.unlink()
+
+
 def clustered_catalogue(size: int, dim: int, rng: np.random.Generator, clusters: int = 1000) -> np.ndarray:
     """Unit vectors in ``clusters`` tight groups, as trained style embeddings lie (uniform random
     points in 64 dimensions are all nearly equidistant, which no real catalogue is)."""
@@ -265,11 +315,15 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64, help="embedding size (train_triplet.embed_dim)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--batching", action="store_true", help="/embed with batching on and off")
+    parser.add_argument("--batch-clients", type=int, default=32, help="concurrent clients for --batching")
     parser.add_argument("--skip-index", action="store_true")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     if not args.skip_serving:
         serving(args.requests, args.concurrency, args.repeats)
+    if args.batching:
+        batching(args.requests, args.batch_clients, args.repeats)
     if not args.skip_index:
         ann(args.catalogue, args.dim, args.queries, args.repeats)
 

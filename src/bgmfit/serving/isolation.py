@@ -33,6 +33,7 @@ from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bgmfit.audio import ACCEPTED_TEXT, load_audio, probe_audio
 from bgmfit.config import FeaturesParams
@@ -129,6 +130,8 @@ def _start_worker(memory_mb: int, features: FeaturesParams) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    # One thread each: the workers share the cores, and BLAS threads beside them only spin.
+    threadpool_limits(1)
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     # Compile and load the analysis path once, so that the first upload does not pay for it.

@@ -122,6 +122,13 @@ def _filters(styles, exclude_styles, tags, exclude_tags, exclude_ids, min_durati
     )
 
 
+def _batching(config: dict) -> dict:
+    """``/embed``'s batching arguments: adaptive up to ``max_batch_size``; 1 turns batching off."""
+    if config["max_batch_size"] == 1:
+        return {}
+    return {"batchable": True, **config}
+
+
 FusedBatch = Annotated[np.ndarray, Shape((-1, *FUSED_SHAPE)), DType("float32"), AfterValidator(_finite)]
 TopK = Annotated[int, Field(ge=1, le=CONFIG["limits"]["max_top_k"])]
 info_app = FastAPI(title="bgmfit model info")
@@ -258,11 +265,7 @@ class BGMFit:
             ),
         )
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=CONFIG["batching"]["max_batch_size"],
-        max_latency_ms=CONFIG["batching"]["max_latency_ms"],
-    )
+    @bentoml.api(**_batching(CONFIG["batching"]))
     def embed(self, features: FusedBatch) -> np.ndarray:
         """Method A's foreground deep features of ``(batch, segments, columns)`` normalised fused arrays.
 
