@@ -7,9 +7,16 @@ import threading
 
 import numpy as np
 import soundfile as sf
+from threadpoolctl import threadpool_limits
 
 from bgmfit.features.windows import analyse_windows
 from bgmfit.serving.isolation import AnalysisPool, decode_upload
+
+
+def _analysed_here(content: bytes, params):
+    # One BLAS thread, as in the workers (and the features stage): the same sums in the same order.
+    with threadpool_limits(1):
+        return analyse_windows(decode_upload(content, params.sample_rate, 3600), params)
 
 
 def _upload(seconds: float, rate: int, rng: np.random.Generator) -> bytes:
@@ -26,7 +33,7 @@ def test_an_upload_shared_among_idle_workers_gives_the_windows_of_one_process(fe
     pool = AnalysisPool(params, workers=2, timeout_seconds=60, memory_mb=3072)
     try:
         for seconds, content in uploads.items():
-            expected = analyse_windows(decode_upload(content, params.sample_rate, 3600), params)
+            expected = _analysed_here(content, params)
             shared = pool.analyse(content, 3600)  # the pool is idle: both workers take a share
             assert shared.offsets.tolist() == expected.offsets.tolist(), seconds
             np.testing.assert_array_equal(shared.fused, expected.fused)
@@ -43,7 +50,7 @@ def test_an_upload_shared_among_idle_workers_gives_the_windows_of_one_process(fe
         for thread in threads:
             thread.join()
         for seconds, windows in answers.items():
-            expected = analyse_windows(decode_upload(uploads[seconds], params.sample_rate, 3600), params)
+            expected = _analysed_here(uploads[seconds], params)
             np.testing.assert_array_equal(windows.fused, expected.fused)
         assert pool._busy == 0
     finally:

@@ -395,6 +395,15 @@ def test_a_decoder_that_hangs_or_crashes_costs_one_request_not_the_server(
             assert response.status_code == 503, response.text
             assert message in response.json()[0]["error"]
             assert time.monotonic() - started < 30
+        # An episode is decoded in an analysis process too: the job fails with the reason.
+        job = "fa" * 16
+        submit = httpx.post(f"{base}/timeline/submit", files=files, data={"job": job}, timeout=60)
+        assert submit.status_code == 200, submit.text
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/jobs/{job}/progress").json().get("step") != "failed":
+            assert time.monotonic() < deadline, "the timeline job did not fail"
+            time.sleep(0.5)
+        assert message in httpx.get(f"{base}/jobs/{job}/progress").json()["error"]
         info = httpx.get(f"{base}/model-info", timeout=10)
         assert info.status_code == 200
         fused = np.zeros(info.json()["limits"]["fused_shape"]).tolist()

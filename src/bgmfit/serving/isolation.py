@@ -13,6 +13,7 @@ graceful stop of the server lets them finish), each capped with
 - a worker that crashes, or that does not answer in time, is killed with its pool,
   which is replaced; the request gets 503 with the reason, and the others carry on.
 
+An episode for a timeline is decoded the same way (:meth:`AnalysisPool.decode_to`).
 An upload's windows are shared out among the workers that are idle when it arrives;
 each decodes the file and analyses its share. So one client's 30 s query uses every
 core, and under load each upload keeps to one worker. The windows come out the same.
@@ -31,6 +32,7 @@ import threading
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -98,6 +100,17 @@ def _analyse(
         offsets=(starts / features.sample_rate).astype(np.float32),
         duration=y.size / features.sample_rate,
     )
+
+
+def _decode_to(content: bytes, sample_rate: int, max_seconds: float, name: str, target: str) -> float:
+    """Decode an upload into ``target`` (a ``.npy`` file): its duration, seconds."""
+    _inject_fault()
+    try:
+        y = decode_upload(content, sample_rate, max_seconds, name)
+    except MemoryError:
+        raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
+    np.save(target, y)
+    return y.size / sample_rate
 
 
 def _merge(shares: list[TrackWindows | None]) -> TrackWindows:
@@ -187,17 +200,38 @@ class AnalysisPool:
             The decode's own refusal (400, 413, 415, 422); 413 for a worker over its memory
             cap; 503 for a worker that crashed or took over ``timeout_seconds``.
         """
-        pool = self._pool
+        parts = self._reserve(self.workers)
+        jobs = [(_analyse, content, self.features, max_seconds, name, part, parts) for part in range(parts)]
+        return _merge(self._run(jobs, name))
+
+    def decode_to(self, content: bytes, max_seconds: float, target: Path, name: str = "upload") -> float:
+        """Decode an upload in a worker, mono at the features' rate, into ``target`` (``.npy``):
+        its duration, seconds. An episode's waveform goes by file, not through the pipe.
+
+        Raises
+        ------
+        RequestError
+            As :meth:`analyse`.
+        """
+        rate = self.features.sample_rate
+        self._reserve(1)
+        return self._run([(_decode_to, content, rate, max_seconds, name, str(target))], name)[0]
+
+    def _reserve(self, most: int) -> int:
+        """Count up to ``most`` idle workers (at least one) as busy: how many."""
         with self._lock:
-            parts = max(1, self.workers - self._busy)
-            self._busy += parts
+            count = max(1, min(most, self.workers - self._busy))
+            self._busy += count
+            return count
+
+    def _run(self, jobs: list[tuple], name: str) -> list:
+        """Run each ``(function, *args)`` of ``jobs`` at once, on workers that :meth:`_reserve`
+        counted; their answers in order."""
+        pool = self._pool
         deadline = time.monotonic() + self.timeout_seconds
         try:
-            futures = [
-                pool.submit(_analyse, content, self.features, max_seconds, name, part, parts)
-                for part in range(parts)
-            ]
-            return _merge([f.result(timeout=max(0.0, deadline - time.monotonic())) for f in futures])
+            futures = [pool.submit(*job) for job in jobs]
+            return [f.result(timeout=max(0.0, deadline - time.monotonic())) for f in futures]
         except FutureTimeout:
             self._replace(pool)
             raise RequestError(
@@ -210,7 +244,7 @@ class AnalysisPool:
             ) from None
         finally:
             with self._lock:
-                self._busy -= parts
+                self._busy -= len(jobs)
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         """Kill ``broken``'s workers (a hung decode cannot be cancelled) and start a new pool."""

@@ -125,17 +125,6 @@ class Recommender:
                 f"{self.limits.max_upload_bytes / 2**20:.1f} MiB",
             )
 
-    def decode_upload(self, content: bytes, name: str = "upload") -> np.ndarray:
-        """Check an upload against the limits and decode it whole, mono at the index's sample rate.
-
-        The byte cap is checked first and the duration from the header next, so
-        an oversized upload is never decoded; an empty one is refused by the header read.
-        """
-        self.check_upload_size(len(content), name)
-        return decode_upload(
-            content, self.catalogue.features.sample_rate, self.limits.max_audio_seconds, name
-        )
-
     def query_from_audio(self, content: bytes, name: str = "upload") -> Query:
         """An upload as both models' inputs, per window: decoded and analysed by ``analyser``."""
         self.check_upload_size(len(content), name)

@@ -299,14 +299,16 @@ class BGMFit:
         )
 
     def _timeline(self, audio: Path, job: str, preview: bool) -> dict:
+        folder = JOBS / job
         try:
             self.recommender.check_upload_size(audio.stat().st_size)
-            y = self.recommender.decode_upload(audio.read_bytes(), "upload")
+            # In an analysis process, as every upload: a decoder that crashes or hangs costs this job.
+            limit = self.recommender.limits.max_audio_seconds
+            self.analysis.decode_to(audio.read_bytes(), limit, folder / "episode.npy")
         except RequestError as exc:
             self.progress[job] = {"step": "failed", "fraction": 1.0, "error": str(exc)}
             raise _http_error(exc) from None
-        folder = JOBS / job
-        np.save(folder / "episode.npy", y)
+        y = np.load(folder / "episode.npy")
         catalogue = self.recommender.catalogue
         answer = timeline_of(
             y,
