@@ -269,7 +269,7 @@ class BGMFit:
     def embed(self, features: FusedBatch) -> np.ndarray:
         """Method A's foreground deep features of ``(batch, segments, columns)`` normalised fused arrays.
 
-        Requests are batched adaptively across clients.
+        Requests are batched adaptively across clients, unless ``package.max_batch_size`` is 1.
         """
         return self.recommender.foreground_deep(features)
 
