@@ -39,7 +39,7 @@ def test_an_upload_shared_among_idle_workers_gives_the_windows_of_one_process(fe
             np.testing.assert_array_equal(shared.fused, expected.fused)
             np.testing.assert_array_equal(shared.mfcc_frames, expected.mfcc_frames)
             assert shared.duration == expected.duration
-        # Two uploads at once: each keeps to one worker, and each still gets all of its windows.
+        # Two uploads at once (the second finds no idle worker, or one): each gets all of its windows.
         answers: dict[float, object] = {}
         threads = [
             threading.Thread(target=lambda s=s: answers.__setitem__(s, pool.analyse(uploads[s], 3600)))

@@ -102,15 +102,14 @@ def _analyse(
     )
 
 
-def _decode_to(content: bytes, sample_rate: int, max_seconds: float, name: str, target: str) -> float:
-    """Decode an upload into ``target`` (a ``.npy`` file): its duration, seconds."""
+def _decode_to(content: bytes, sample_rate: int, max_seconds: float, name: str, target: str) -> None:
+    """Decode an upload into ``target`` (a ``.npy`` file)."""
     _inject_fault()
     try:
         y = decode_upload(content, sample_rate, max_seconds, name)
     except MemoryError:
         raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
     np.save(target, y)
-    return y.size / sample_rate
 
 
 def _merge(shares: list[TrackWindows | None]) -> TrackWindows:
@@ -174,7 +173,7 @@ class AnalysisPool:
         self.features, self.workers = features, workers
         self.timeout_seconds, self.memory_mb = timeout_seconds, memory_mb
         self._lock = threading.Lock()
-        self._busy = 0  # workers running a share of an upload now
+        self._busy = 0  # workers counted by _reserve and not yet done
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -204,9 +203,9 @@ class AnalysisPool:
         jobs = [(_analyse, content, self.features, max_seconds, name, part, parts) for part in range(parts)]
         return _merge(self._run(jobs, name))
 
-    def decode_to(self, content: bytes, max_seconds: float, target: Path, name: str = "upload") -> float:
-        """Decode an upload in a worker, mono at the features' rate, into ``target`` (``.npy``):
-        its duration, seconds. An episode's waveform goes by file, not through the pipe.
+    def decode_to(self, content: bytes, max_seconds: float, target: Path, name: str = "upload") -> None:
+        """Decode an upload in a worker, mono at the features' rate, into ``target`` (``.npy``).
+        An episode's waveform goes by file, not through the pipe.
 
         Raises
         ------
@@ -215,7 +214,7 @@ class AnalysisPool:
         """
         rate = self.features.sample_rate
         self._reserve(1)
-        return self._run([(_decode_to, content, rate, max_seconds, name, str(target))], name)[0]
+        self._run([(_decode_to, content, rate, max_seconds, name, str(target))], name)
 
     def _reserve(self, most: int) -> int:
         """Count up to ``most`` idle workers (at least one) as busy: how many."""
