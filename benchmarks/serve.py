@@ -85,6 +85,7 @@ def start_server(bare: bool = False, serving: Path | None = None) -> tuple[subpr
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                os.unlink(log.name)  # kept only to explain a server that does not start
                 return server, base
         except httpx.TransportError:
             time.sleep(0.5)

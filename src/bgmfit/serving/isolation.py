@@ -85,8 +85,6 @@ def _analyse(
     _inject_fault()
     try:
         y = decode_upload(content, features.sample_rate, max_seconds, name)
-        if parts == 1:
-            return analyse_windows(y, features)
         length = int(round(features.clip_seconds * features.sample_rate))
         starts = window_starts(y.size, features)[part::parts]
         tracks = [analyse(y[s : s + length], features) for s in starts]
