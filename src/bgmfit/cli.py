@@ -374,10 +374,18 @@ def _end_with_dvc() -> None:
     A ``dvc repro`` killed with SIGKILL cannot stop the stage it started, which would
     train on, orphaned. Linux's parent-death signal asks the kernel to send SIGTERM to
     the stage instead (dvc sets ``DVC_STAGE`` for the commands it runs).
+
+    Unlike Ctrl-C, SIGTERM reaches this process alone, not its worker processes; they are
+    killed first. Otherwise a process pool's shutdown would wait for each worker to finish
+    the files it holds (half a minute and more in ``features``), and the command would
+    outlive its signal.
     """
+    import multiprocessing
     import signal
 
     def interrupt(signum, frame):
+        for worker in multiprocessing.active_children():
+            worker.kill()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)

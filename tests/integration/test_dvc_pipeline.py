@@ -62,17 +62,28 @@ def test_a_change_in_the_users_corpus_reruns_fetch(dvc_project: Path):
 def test_a_dvc_repro_killed_with_sigkill_inside_features_takes_its_stage_along_and_reruns_only_it(
     dvc_project: Path,
 ):
-    """kill -9 of `dvc repro` alone (not its group) while `features` runs: the stage process ends too
-    (Linux's parent-death signal), nothing half-written counts as done, and the rerun repeats
-    `features` but not `fetch`."""
+    """kill -9 of `dvc repro` alone (not its group) while `features` runs: the stage process and its
+    workers end too (Linux's parent-death signal), nothing half-written counts as done, and the rerun
+    repeats `features` but not `fetch`."""
     import signal
     import subprocess
     import time
 
     import psutil
 
-    from tests.integration.helpers import environment
+    from tests.integration.helpers import TINY_PIPELINE, environment, write_params
 
+    def stage_processes() -> list[psutil.Process]:
+        found = []
+        for child in psutil.Process(dvc.pid).children(recursive=True):
+            try:
+                if "features" in child.cmdline() and any("bgmfit" in part for part in child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                continue
+        return found
+
+    write_params(dvc_project, features={"workers": 2}, **TINY_PIPELINE)  # a pool, whatever the cores
     run(dvc_project, "dvc", "repro", "fetch")
     # Uncached, so that the stage is still extracting when it is killed.
     dvc = subprocess.Popen(
@@ -83,21 +94,16 @@ def test_a_dvc_repro_killed_with_sigkill_inside_features_takes_its_stage_along_a
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    stage, deadline = None, time.monotonic() + 300
-    while stage is None and time.monotonic() < deadline and dvc.poll() is None:
-        for child in psutil.Process(dvc.pid).children(recursive=True):
-            try:
-                if "features" in child.cmdline() and any("bgmfit" in part for part in child.cmdline()):
-                    stage = child
-            except psutil.Error:
-                continue
+    deadline = time.monotonic() + 300
+    while not stage_processes() and time.monotonic() < deadline and dvc.poll() is None:
         time.sleep(0.1)
-    assert stage is not None, "the features stage never started"
-    time.sleep(3)  # inside its extraction
+    time.sleep(3)  # inside its extraction, its workers started
+    stage = stage_processes()
+    assert len(stage) > 1, f"the features stage and its workers never started: {stage}"
     dvc.send_signal(signal.SIGKILL)
     dvc.wait(30)
-    gone, alive = psutil.wait_procs([stage], timeout=60)
-    assert not alive, f"the features stage (pid {stage.pid}) trains on, orphaned"
+    gone, alive = psutil.wait_procs(stage, timeout=60)
+    assert not alive, f"the features stage goes on, orphaned: {[p.pid for p in alive]} of {len(stage)} alive"
     try:
         os.killpg(dvc.pid, signal.SIGKILL)  # any worker left of the group: this test started it
     except ProcessLookupError:
