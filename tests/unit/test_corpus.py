@@ -102,6 +102,17 @@ def test_narration_speaks_and_unknown_voice_is_refused():
         narrate("hello", "xx-nowhere")
 
 
+def test_narration_does_not_depend_on_what_was_spoken_before():
+    """eSpeak NG keeps state between utterances (its pitch flutter runs on): the same text once
+    came out differently each time it was spoken in a process, so no two fetches were alike."""
+    text = "Ein feste Burg ist unser Gott, ein gute Wehr und Waffen"
+    first, _ = narrate(text, "de", "m1")
+    narrate("Kyrie eleison", "la", "f3")
+    again, _ = narrate(text, "de", "m1")
+    assert first.size > 0
+    np.testing.assert_array_equal(first, again)
+
+
 def test_repository_default_corpus_meets_the_style_floor():
     from bgmfit.config import FetchParams, load_params
 

@@ -2,12 +2,17 @@
 
 The library is driven through ``ctypes`` in synchronous mode: ``espeak_Synth``
 returns only when every sample has been handed to our callback. The engine holds
-global state, so each process initialises it once and uses it from one thread.
+global state that no call resets (its pitch flutter, for one, runs on from one
+utterance to the next), so the same text came out differently each time a process
+spoke it, and no two fetches of the corpus were alike. Each utterance is therefore
+spoken in a fork of a process that has never initialised the engine: the fork's
+engine starts from the library's initial state, every time, on any machine.
 """
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 from functools import cache
 from pathlib import Path
 
@@ -49,6 +54,10 @@ class _Engine:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise NarrationError(f"eSpeak NG has no voice {voice!r}")
         self.lib.espeak_SetParameter(_RATE, int(words_per_minute), 0)
+        # Its noise comes from its own generator and from the C library's rand(), whose
+        # state a fork inherits from whatever the parent called: both start from 0.
+        self.lib.espeak_ng_SetRandSeed(ctypes.c_long(0))
+        ctypes.CDLL(None).srand(0)
         self.chunks.clear()
         encoded = text.encode("utf-8")
         self.lib.espeak_Synth(
@@ -86,6 +95,31 @@ def narrate(
     tuple
         ``(mono float32 waveform, sample rate in Hz)``.
     """
-    engine = _engine()
     voice = f"{language}+{variant}" if variant else language
-    return engine.speak(text, voice, words_per_minute), engine.sample_rate
+    fork = multiprocessing.get_context("fork")
+    receive, send = fork.Pipe(duplex=False)
+    speaker = fork.Process(target=_speak_into, args=(send, text, voice, words_per_minute))
+    speaker.start()
+    send.close()
+    try:
+        outcome = receive.recv()
+    except EOFError:
+        outcome = None
+    finally:
+        receive.close()
+        speaker.join()
+    if outcome is None:
+        raise NarrationError(f"eSpeak NG ended without an answer (exit status {speaker.exitcode})")
+    if isinstance(outcome, NarrationError):
+        raise outcome
+    return outcome
+
+
+def _speak_into(send, text: str, voice: str, words_per_minute: int) -> None:
+    try:
+        engine = _engine()
+        send.send((engine.speak(text, voice, words_per_minute), engine.sample_rate))
+    except NarrationError as exc:
+        send.send(exc)
+    finally:
+        send.close()
