@@ -50,7 +50,7 @@ from bgmfit.audio import encode
 #: A request: method, path, headers and raw body, as sent on the wire.
 Request = tuple[str, str, dict[str, str], bytes]
 UPLOAD_PATHS = ("/recommend", "/similar", "/match", "/timeline/submit")
-JSON_PATHS = ("/recommend", "/similar", "/match", "/embed", "/render", "/timeline/submit")
+JSON_PATHS = ("/recommend", "/similar", "/match", "/embed", "/render", "/render/submit", "/timeline/submit")
 RATE = 22050
 REQUESTS_ARGS = ("method", "url", "headers", "params", "json", "data", "files", "cookies")
 

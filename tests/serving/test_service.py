@@ -458,7 +458,7 @@ GIB_CASES = [
     ("/recommend", "json", False),
     # Every other endpoint that takes a body, the timeline's included, chunked (no length to refuse by).
     *[(path, "multipart", False) for path in ("/match", "/similar", "/timeline/submit")],
-    *[(path, "json", False) for path in ("/embed", "/render", "/timeline/submit")],
+    *[(path, "json", False) for path in ("/embed", "/render/submit", "/timeline/submit")],
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import mir_eval
 import numpy as np
 import pytest
@@ -156,32 +157,43 @@ def timeline_server(served_project, tmp_path_factory):
         yield base
 
 
-def _submitted(base: str, path, job: str | None = None) -> dict:
+def _finished(base: str, task: str, submit) -> httpx.Response:
+    """Submit a task (``submit`` posts it), wait until it has run, and get its answer."""
     import time
 
-    import httpx
-
-    data = {"job": job} if job else {}
-    with open(path, "rb") as f:
-        submit = httpx.post(f"{base}/timeline/submit", files={"audio": (path.name, f)}, data=data, timeout=60)
-    assert submit.status_code == 200, submit.text
-    task = submit.json()["task_id"]
+    submitted = submit()
+    assert submitted.status_code == 200, submitted.text
+    task_id = submitted.json()["task_id"]
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
-        status = httpx.get(f"{base}/timeline/status", params={"task_id": task}, timeout=10).json()
+        status = httpx.get(f"{base}/{task}/status", params={"task_id": task_id}, timeout=10).json()
         if status["status"] in ("completed", "failed"):
             break
         time.sleep(1)
-    answer = httpx.get(f"{base}/timeline/get", params={"task_id": task}, timeout=30)
-    assert status["status"] == "completed" and answer.status_code == 200, answer.text
+    assert status["status"] in ("completed", "failed"), f"the {task} task is still {status} after 400 s"
+    answer = httpx.get(f"{base}/{task}/get", params={"task_id": task_id}, timeout=30)
+    assert (status["status"] == "completed") == (answer.status_code == 200), (status, answer.text)
+    return answer
+
+
+def _submitted(base: str, path, job: str | None = None) -> dict:
+    data = {"job": job} if job else {}
+    with open(path, "rb") as f:
+        files = {"audio": (path.name, f)}
+        url = f"{base}/timeline/submit"
+        answer = _finished(base, "timeline", lambda: httpx.post(url, files=files, data=data, timeout=60))
+    assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def _remixed(base: str, job: str, choices: dict[str, str]) -> httpx.Response:
+    body = {"job": job, "choices": choices}
+    return _finished(base, "render", lambda: httpx.post(f"{base}/render/submit", json=body, timeout=60))
 
 
 def test_the_task_endpoint_scores_an_episode_and_its_preview_can_be_fetched_and_remixed(
     timeline_server, episode
 ):
-    import httpx
-
     job = "0123456789abcdef0123456789abcdef"
     timeline = _submitted(timeline_server, episode.path, job)
     assert timeline["job"] == job and len(timeline["scenes"]) >= len(episode.scenes) - 1
@@ -192,19 +204,21 @@ def test_the_task_endpoint_scores_an_episode_and_its_preview_can_be_fetched_and_
 
     scene = next(s for s in timeline["scenes"] if s["track"] is not None)
     other = scene["alternatives"][0]["track_id"]
-    render = httpx.post(
-        f"{timeline_server}/render", json={"job": job, "choices": {str(scene["index"]): other}}, timeout=120
-    )
+    render = _remixed(timeline_server, job, {str(scene["index"]): other})
     assert render.status_code == 200, render.text
     again = render.json()
     assert again["scenes"][scene["index"]]["track"]["track_id"] == other
     assert again["preview_url"] != timeline["preview_url"]
     assert httpx.get(timeline_server + again["preview_url"], timeout=30).status_code == 200
 
-    wrong = httpx.post(f"{timeline_server}/render", json={"job": job, "choices": {"0": "no-such-track"}})
+    wrong = _remixed(timeline_server, job, {"0": "no-such-track"})
     assert (
         wrong.status_code == 422 and "scene 0: 'no-such-track' is not one of its alternatives" in wrong.text
     )
+    unknown = _remixed(timeline_server, "e" * 32, {"0": other})
+    assert unknown.status_code == 404 and "no finished timeline job" in unknown.text
+    direct = httpx.post(f"{timeline_server}/render", json={"job": job, "choices": {}}, timeout=30)
+    assert direct.status_code == 400 and "POST /render/submit" in direct.text
     assert httpx.get(f"{timeline_server}/jobs/{'f' * 32}/timeline.json").status_code == 404
     assert httpx.get(f"{timeline_server}/jobs/{job}/..%2Fsecrets").status_code == 404
     text = httpx.post(f"{timeline_server}/timeline/submit", data={"audio": "http://example.com/a.mp3"})

@@ -137,7 +137,7 @@ info_app = FastAPI(title="bgmfit model info")
 @bentoml.asgi_app(info_app, path="/")
 # threads: BentoML runs every synchronous endpoint through one limiter of this many threads (1 by
 # default, when one slow request stalls all others); the uploads' heavy work is in the analysis
-# processes, so a thread per analysis worker and two to spare. Timeline jobs have their own thread.
+# processes, so a thread per analysis worker and two to spare. Timeline jobs and remixes have their own.
 @bentoml.service(
     name=CONFIG.get("bento_name", "bgmfit"),
     traffic=CONFIG["traffic"],
@@ -171,8 +171,9 @@ class BGMFit:
         )
         self.progress: dict[str, dict] = {}  # job id -> {"step", "fraction"}, for the editor page
         self._jobs_lock = threading.Lock()
-        # One episode analysed at a time: a queue of long jobs must leave a core to the other endpoints.
-        self._timeline_runner = ThreadPoolExecutor(1, thread_name_prefix="timeline")
+        # One long job (an episode's timeline, or a remix of its preview) at a time: a queue of them
+        # must leave a core to the other endpoints. A job's remixes run in the order they came.
+        self._long_jobs = ThreadPoolExecutor(1, thread_name_prefix="timeline")
         self._warm_up()
         gc.freeze()  # start-up objects never need collecting; fewer long GC pauses under load
 
@@ -295,7 +296,7 @@ class BGMFit:
         job = self._new_job(job)
         # Queued jobs wait here, not in BentoML's threads, which the other endpoints need.
         return await asyncio.get_running_loop().run_in_executor(
-            self._timeline_runner, self._timeline, audio, job, preview
+            self._long_jobs, self._timeline, audio, job, preview
         )
 
     def _timeline(self, audio: Path, job: str, preview: bool) -> dict:
@@ -331,9 +332,19 @@ class BGMFit:
         self.progress[job] = {"step": "done", "fraction": 1.0}
         return answer
 
-    @bentoml.api
-    def render(self, job: str, choices: dict[str, str]) -> dict:
-        """Swap scenes' tracks for their alternatives (``{"3": "track id"}``); mix the preview again."""
+    @bentoml.task
+    async def render(self, job: str, choices: dict[str, str], ctx: bentoml.Context) -> dict:
+        """Swap scenes' tracks for their alternatives (``{"3": "track id"}``) and mix the preview
+        again: ``POST /render/submit``, then ``GET /render/status``, ``/render/get``.
+
+        The answer is the job's timeline with the new tracks and a new ``preview_url``. A remix of
+        an hour takes about a minute, so it is a task, as the timeline is.
+        """
+        if getattr(ctx.request.state, "task_id", None) is None:
+            raise BadInput("a preview is mixed again as a task: POST /render/submit, then GET /render/status")
+        return await asyncio.get_running_loop().run_in_executor(self._long_jobs, self._render, job, choices)
+
+    def _render(self, job: str, choices: dict[str, str]) -> dict:
         folder = self._job_folder(job)
         if folder is None:
             raise NotFound(f"no finished timeline job {job!r}")
