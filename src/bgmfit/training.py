@@ -4,8 +4,7 @@ The MLflow run is opened around the whole stage, so any exception - inside
 Lightning or after it - ends the run FAILED instead of leaving it RUNNING; a run
 whose process was killed is marked FAILED by the next stage that opens one.
 ``last.ckpt`` is written every epoch, with the run id beside it; ``resume: true``
-(or ``auto``, for a killed run of the same params and features) continues both, to the
-weights an unbroken run ends with.
+(or ``auto``, for a killed run of the same params and features) continues both.
 """
 
 from __future__ import annotations
@@ -63,60 +62,6 @@ class TrainingResult:
     best_score: float
     epochs: int
     global_step: int
-
-
-class RandomState(L.Callback):
-    """Keep torch's global random state in every checkpoint, and restore it on resume.
-
-    Each epoch's data and order come from generators seeded by the epoch's number, but
-    dropout draws from torch's global generator, which :func:`train` seeds afresh at every
-    fit: a resumed run drew other masks from its first epoch on, and ended with other
-    weights than the unbroken run. With this state in ``last.ckpt`` it ends with the same
-    ones. (numpy's and Python's global generators are not used in training.)
-    """
-
-    def __init__(self) -> None:
-        self._restored: dict | None = None
-
-    def state_dict(self) -> dict:
-        state = {"torch": torch.get_rng_state()}  # a tensor: the checkpoint loads with ``weights_only``
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._restored = state_dict  # applied as the first resumed epoch starts, after any set-up
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state, self._restored = self._restored, None
-        if state is None:
-            return
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _OnceAStep(MLFlowLogger):
-    """MLflow's logger, but a metric is never logged twice at one step of its run.
-
-    A run killed after an epoch's metrics were logged and before its ``last.ckpt`` was
-    written repeats that epoch when it resumes. The repeat gives the same values (see
-    :class:`RandomState`), so the points the run already has are dropped, not logged again.
-    """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        client = mlflow.MlflowClient(kwargs["tracking_uri"])
-        logged = client.get_run(kwargs["run_id"]).data.metrics
-        self._last_step = {
-            key: max(m.step for m in client.get_metric_history(kwargs["run_id"], key)) for key in logged
-        }
-
-    @rank_zero_only
-    def log_metrics(self, metrics, step: int | None = None) -> None:
-        fresh = {k: v for k, v in metrics.items() if (step or 0) > self._last_step.get(k, -1)}
-        if fresh:
-            super().log_metrics(fresh, step)
 
 
 @dataclass(frozen=True)
@@ -349,12 +294,11 @@ def train(
             checkpoint,
             every_epoch,
             EarlyStopping(monitor=monitor, mode=mode, patience=params.patience),
-            RandomState(),
             *(callbacks or []),
         ],
         logger=False
         if run is None
-        else _OnceAStep(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
+        else MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
         reload_dataloaders_every_n_epochs=1,
         log_every_n_steps=50,
         enable_model_summary=False,

@@ -1,10 +1,7 @@
 """Lightning datamodules: graded pairs (method A) and style batches (method B).
 
-Training samples are redrawn, and shuffled, every epoch from a generator seeded by the
-seed and the epoch number, so a resumed run sees the same data in the same order as an
-unbroken one. Each loader has a torch generator of its own, so that no loader draws from
-torch's global one, which is dropout's alone (and travels in checkpoints, see
-:class:`bgmfit.training.RandomState`).
+Training samples are redrawn every epoch from a generator seeded by the seed
+and the epoch number, so a resumed run sees the same data as an unbroken one.
 Each training track is drawn as itself or one of its augmented copies
 (``features.augment``), evenly; with ``two_views``, each training item also carries a second,
 different copy of the same track, for the networks' instance term.
@@ -79,15 +76,10 @@ class PairDataModule(L.LightningDataModule):
         else:
             pairs = self.store.pick_copies(tracks.ravel(), rng).reshape(tracks.shape)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        if shuffle:
-            # Here, not by the loader's sampler: that one draws a new order each time Lightning
-            # makes an iterator of the loader, which it does once more in a resumed run's first epoch.
-            order = rng.permutation(len(pairs))
-            pairs, grades = pairs[order], grades[order]
-            views = None if views is None else (views[0][order], views[1][order])
         return DataLoader(
             PairDataset(self.train_fused, pairs, grades, views),
             batch_size=self.batch_size,
+            shuffle=shuffle,
             generator=generator,
         )
 
@@ -99,9 +91,7 @@ class PairDataModule(L.LightningDataModule):
         # Every val foreground against every val BGM, as the evaluation ranks them, so
         # that checkpoint selection sees the same task as the test and far less noise.
         pairs, grades = all_pairs(self.store, "val")
-        return DataLoader(
-            PairDataset(self.store.fused, pairs, grades), batch_size=1024, generator=torch.Generator()
-        )
+        return DataLoader(PairDataset(self.store.fused, pairs, grades), batch_size=1024, shuffle=False)
 
 
 class StyleBatchDataset(Dataset):
@@ -192,9 +182,7 @@ class TripletDataModule(L.LightningDataModule):
             batches = [self.store.pick_copies(b, rng) for b in tracks]
         # batch_size=None: each dataset item already is a batch.
         return DataLoader(
-            StyleBatchDataset(self.train_features, self.train_style_ids, batches, views),
-            batch_size=None,
-            generator=torch.Generator(),
+            StyleBatchDataset(self.train_features, self.train_style_ids, batches, views), batch_size=None
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -203,7 +191,5 @@ class TripletDataModule(L.LightningDataModule):
         # first checks that the split has triplets at all.
         self._batches("val", 1, np.random.default_rng(0))
         return DataLoader(
-            StyleBatchDataset(self.features, self.style_ids, [self.store.music("val")]),
-            batch_size=None,
-            generator=torch.Generator(),
+            StyleBatchDataset(self.features, self.style_ids, [self.store.music("val")]), batch_size=None
         )
