@@ -64,6 +64,31 @@ class TrainingResult:
     global_step: int
 
 
+class _OnceAStep(MLFlowLogger):
+    """MLflow's logger, but a metric is never logged twice at one step of its run.
+
+    A run killed after an epoch's metrics were logged and before its ``last.ckpt`` was
+    written repeats that epoch when it resumes. MLflow cannot delete a metric point, so the
+    repeat's points at steps the run already has are dropped: that epoch keeps the values
+    of the attempt that was killed.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        client = mlflow.MlflowClient(kwargs["tracking_uri"])
+        run_id = kwargs["run_id"]
+        self._last_step = {
+            key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics
+        }
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        fresh = {k: v for k, v in metrics.items() if (step or 0) > self._last_step.get(k, -1)}
+        if fresh:
+            super().log_metrics(fresh, step)
+
+
 @dataclass(frozen=True)
 class Resume:
     """Where a fit continues from: ``last.ckpt``, and the MLflow run to reopen (``None``: a new run)."""
@@ -298,7 +323,7 @@ def train(
         ],
         logger=False
         if run is None
-        else MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
+        else _OnceAStep(tracking_uri=tracking_uri(), run_id=run.info.run_id, log_model=False),
         reload_dataloaders_every_n_epochs=1,
         log_every_n_steps=50,
         enable_model_summary=False,
