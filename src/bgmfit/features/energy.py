@@ -11,14 +11,6 @@ COLUMNS = ["rms_mean", "rms_std", "rms_max", "dynamic_range_db"]
 _FLOOR = 1e-5  # -100 dBFS: keeps log levels of digital silence finite
 
 
-def frame_rms(spec: Spectrum) -> np.ndarray:
-    """``(n_frames,)`` root-mean-square amplitude of each raw frame.
-
-    A sine of amplitude A gives A/sqrt(2).
-    """
-    return np.sqrt(np.mean(np.square(spec.frames), axis=1))
-
-
 def energy(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
     """Per segment: mean, spread and peak of frame RMS, and the spread between the
     loud (95th percentile) and quiet (5th percentile) frames in dB.
@@ -28,7 +20,7 @@ def energy(spec: Spectrum, bounds: list[tuple[int, int]]) -> np.ndarray:
     numpy.ndarray
         ``(n_segments, 4)``, columns as :data:`COLUMNS`.
     """
-    rms = frame_rms(spec)
+    rms = spec.rms
     level_db = 20.0 * np.log10(np.maximum(rms, _FLOOR))
     dynamic_range = [np.percentile(level_db[s:e], 95) - np.percentile(level_db[s:e], 5) for s, e in bounds]
     return np.column_stack(

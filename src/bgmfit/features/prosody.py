@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from bgmfit.features.energy import frame_rms
 from bgmfit.features.spectrum import Spectrum
 
 COLUMNS = ["voiced_ratio", "f0_semitones_mean", "f0_semitones_std", "f0_semitones_range"]
@@ -41,7 +40,7 @@ def cepstral_pitch(spec: Spectrum) -> tuple[np.ndarray, np.ndarray]:
     peak_index = window.argmax(axis=1)
     peak = window[np.arange(window.shape[0]), peak_index]
     f0 = spec.sample_rate / (low + peak_index)
-    rms = frame_rms(spec)
+    rms = spec.rms
     loud = rms > rms.max() * 10 ** (-SILENCE_BELOW_PEAK_DB / 20) if rms.size else rms.astype(bool)
     return f0.astype(np.float32), (peak > VOICING_THRESHOLD) & loud
 

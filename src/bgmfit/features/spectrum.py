@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import librosa
 import numpy as np
@@ -53,6 +53,12 @@ class Spectrum:
     def n_frames(self) -> int:
         """Number of STFT frames."""
         return self.power.shape[0]
+
+    @cached_property
+    def rms(self) -> np.ndarray:
+        """``(n_frames,)`` root-mean-square amplitude of each raw frame (a sine of amplitude A gives
+        A/sqrt(2)); computed once, as both energy and prosody read it."""
+        return np.sqrt(np.mean(np.square(self.frames), axis=1))
 
 
 @cache

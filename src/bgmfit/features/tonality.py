@@ -8,6 +8,7 @@ from functools import cache, lru_cache
 import librosa
 import librosa.core.constantq
 import numpy as np
+import scipy.sparse
 
 from bgmfit.features.pooling import pool
 from bgmfit.features.spectrum import Spectrum
@@ -53,14 +54,34 @@ def key_correlations(chroma_profile: np.ndarray) -> np.ndarray:
     return _key_profiles() @ centred / norm if norm > 0 else np.zeros(24)
 
 
+class _FilterBank(scipy.sparse.csr_matrix):
+    """One octave's constant-Q filters, which ``librosa.vqt`` rescales with ``bank[:] *= factor``.
+
+    On a plain ``csr_matrix`` that is a copy, a multiply and a sparse assignment of the copy
+    back, which cost more than the octave's filtering. Here the full slice is the bank itself,
+    so the same multiply runs in place on its values and the assignment back is skipped.
+    """
+
+    def __getitem__(self, key):
+        return self if _whole(key) else super().__getitem__(key)
+
+    def __setitem__(self, key, value) -> None:
+        if not (_whole(key) and value is self):
+            super().__setitem__(key, value)
+
+
+def _whole(key) -> bool:
+    return isinstance(key, slice) and key == slice(None)
+
+
 def _memoise_cqt_filters() -> None:
     """Build librosa's constant-Q filters once per process, not on every call.
 
     ``librosa.cqt`` rebuilds the same frequency-domain filter bank for each octave of
     every call (librosa can memoise it only on disk, through ``LIBROSA_CACHE_DIR``), which
     took 70 of the key profile's 100 ms per 10 s clip. The wrapped builder keeps each bank
-    in memory and hands out a copy, because ``librosa.vqt`` rescales the bank it gets in
-    place; the output is bit for bit the same.
+    in memory and hands out a copy, a :class:`_FilterBank`, because ``librosa.vqt`` rescales
+    the bank it gets in place; the output is bit for bit the same.
     """
     module = librosa.core.constantq
     build = module.__dict__["__vqt_filter_fft"]
@@ -69,7 +90,7 @@ def _memoise_cqt_filters() -> None:
 
     @lru_cache(maxsize=64)
     def cached(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha):
-        return build(
+        basis, n_fft, lengths = build(
             sr,
             np.frombuffer(freqs),
             filter_scale,
@@ -81,6 +102,7 @@ def _memoise_cqt_filters() -> None:
             dtype=dtype,
             alpha=None if alpha is None else np.frombuffer(alpha),
         )
+        return _FilterBank(basis), n_fft, lengths
 
     def memoised(
         sr,
@@ -109,7 +131,7 @@ def _memoise_cqt_filters() -> None:
         )
         return basis.copy(), n_fft, lengths.copy()
 
-    memoised.memoised = True
+    memoised.memoised, memoised.original = True, build
     module.__dict__["__vqt_filter_fft"] = memoised
 
 
