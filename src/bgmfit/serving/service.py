@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
@@ -29,6 +30,7 @@ from bentoml.validators import DType, Shape
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import AfterValidator, Field, ValidationError
+from pydantic.json_schema import PydanticJsonSchemaWarning
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bgmfit.config import TimelineParams, params_from_dict
@@ -128,6 +130,14 @@ def _batching(config: dict) -> dict:
         return {}
     return {"batchable": True, **config}
 
+
+# The optional uploads are `audio: Path = None` (see recommend): the schema has no default to
+# show for them, which pydantic warns about at every `bgmfit package` and server start.
+warnings.filterwarnings(
+    "ignore",
+    message="Unable to serialize value None with the plain serializer",
+    category=PydanticJsonSchemaWarning,
+)
 
 FusedBatch = Annotated[np.ndarray, Shape((-1, *FUSED_SHAPE)), DType("float32"), AfterValidator(_finite)]
 TopK = Annotated[int, Field(ge=1, le=CONFIG["limits"]["max_top_k"])]
