@@ -368,3 +368,20 @@ def test_a_torn_or_foreign_feature_array_is_refused_with_the_file_named(project:
     np.save(features / "mfcc_frames.npy", frames)
     with pytest.raises(BgmfitError, match=r"mfcc_frames\.npy: 1 value\(s\) are NaN or infinite"):
         FeatureStore.load(features)
+
+
+def test_a_resumed_runs_logger_drops_the_points_its_run_already_has(project: Path):
+    """The repeat of an epoch whose metrics were logged before its kill adds no second point at that step."""
+    from bgmfit.training import _OnceAStep
+
+    client = mlflow.MlflowClient(tracking_uri())
+    run_id = client.create_run(client.create_experiment("resumed")).info.run_id
+    for step in range(3):
+        client.log_metric(run_id, "train/loss", 1.0 - step / 10, step=step)
+    logger = _OnceAStep(tracking_uri=tracking_uri(), run_id=run_id, log_model=False)
+    logger.log_metrics({"train/loss": 0.5, "val/loss": 0.6}, step=2)  # the repeated epoch
+    logger.log_metrics({"train/loss": 0.4, "val/loss": 0.5}, step=3)
+    logger.finalize("success")
+    history = {key: client.get_metric_history(run_id, key) for key in ("train/loss", "val/loss")}
+    assert [(m.step, m.value) for m in history["train/loss"]] == [(0, 1.0), (1, 0.9), (2, 0.8), (3, 0.4)]
+    assert sorted(m.step for m in history["val/loss"]) == [2, 3]  # a key new to the run is logged whole
