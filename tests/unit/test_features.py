@@ -66,7 +66,12 @@ def test_the_key_profile_is_bit_for_bit_librosas_without_the_memoised_filters(mo
     module = librosa.core.constantq
     monkeypatch.setitem(module.__dict__, "__vqt_filter_fft", module.__dict__["__vqt_filter_fft"].original)
     cqt = librosa.feature.chroma_cqt(
-        y=spec.samples, sr=SR, hop_length=tonality.KEY_HOP, fmin=tonality.KEY_FMIN_HZ, n_octaves=7, tuning=0.0
+        y=spec.samples,
+        sr=SR,
+        hop_length=tonality.KEY_HOP,
+        fmin=tonality.KEY_FMIN_HZ,
+        n_octaves=tonality.KEY_OCTAVES,
+        tuning=0.0,
     )
     plain = tonality.key_correlations(cqt.mean(axis=1))
     assert np.array_equal(ours[0], plain) and np.array_equal(ours[1], plain)
