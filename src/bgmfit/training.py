@@ -70,23 +70,44 @@ class _OnceAStep(MLFlowLogger):
     A run killed after an epoch's metrics were logged and before its ``last.ckpt`` was
     written repeats that epoch when it resumes. MLflow cannot delete a metric point, so the
     repeat's points at steps the run already has are dropped: that epoch keeps the values
-    of the attempt that was killed.
+    of the attempt that was killed. Lightning's own repeat of what :class:`_TrainingMetricsFirst`
+    logged is dropped the same way.
     """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         client = mlflow.MlflowClient(kwargs["tracking_uri"])
         run_id = kwargs["run_id"]
-        self._last_step = {
-            key: max(m.step for m in client.get_metric_history(run_id, key))
+        self._steps = {
+            key: {m.step for m in client.get_metric_history(run_id, key)}
             for key in client.get_run(run_id).data.metrics
         }
 
     @rank_zero_only
     def log_metrics(self, metrics, step: int | None = None) -> None:
-        fresh = {k: v for k, v in metrics.items() if (step or 0) > self._last_step.get(k, -1)}
+        step = step or 0
+        fresh = {k: v for k, v in metrics.items() if step not in self._steps.get(k, ())}
         if fresh:
             super().log_metrics(fresh, step)
+            for key in fresh:
+                self._steps.setdefault(key, set()).add(step)
+
+
+class _TrainingMetricsFirst(L.Callback):
+    """Log a training epoch's metrics before its ``last.ckpt`` is written, not after.
+
+    Lightning logs them once every callback's ``on_train_epoch_end`` has run, checkpoints
+    included, so a run killed between the two would resume past an epoch whose training
+    metrics were never logged. Lightning calls this before any checkpoint; its own points
+    follow at the same step, and :class:`_OnceAStep` drops them.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.logger is None:
+            return
+        training = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        # The step Lightning logs a training epoch at: its last batch's.
+        trainer.logger.log_metrics(training, step=trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
 
 
 @dataclass(frozen=True)
@@ -302,9 +323,15 @@ def train(
         enable_version_counter=False,
     )
     # Not the monitored checkpoint's save_last: that one rewrites last.ckpt only when the score improves.
-    # The newest epoch's checkpoint (no monitor, top 1), under last.ckpt's own name.
+    # The newest epoch's checkpoint (no monitor, top 1), under last.ckpt's own name, written once the
+    # epoch's training metrics are logged (_TrainingMetricsFirst), so a kill between loses none.
     every_epoch = ModelCheckpoint(
-        dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
+        dirpath=checkpoint_dir,
+        filename="last",
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
     )
     trainer = L.Trainer(
         max_epochs=params.max_epochs,
@@ -317,6 +344,7 @@ def train(
         gradient_clip_val=params.gradient_clip or None,
         callbacks=[
             checkpoint,
+            _TrainingMetricsFirst(),
             every_epoch,
             EarlyStopping(monitor=monitor, mode=mode, patience=params.patience),
             *(callbacks or []),

@@ -202,6 +202,50 @@ def test_a_training_killed_with_sigkill_resumes_with_auto_losing_at_most_one_epo
         assert len(steps) == len(set(steps)) == 150, f"{key}: {len(steps)} points, {len(set(steps))} steps"
 
 
+# The process dies the instant last.ckpt of epoch 2 is on disk: the narrowest window a kill -9 can hit.
+_DIE_AFTER_LAST_CKPT = """
+import os, lightning
+save = lightning.Trainer.save_checkpoint
+def save_then_die(trainer, filepath, *args, **kwargs):
+    save(trainer, filepath, *args, **kwargs)
+    if str(filepath).endswith("last.ckpt") and trainer.current_epoch == 2:
+        os._exit(9)
+lightning.Trainer.save_checkpoint = save_then_die
+from bgmfit.cli import main
+raise SystemExit(main(["train_match"]))
+"""
+
+
+def test_a_run_killed_just_after_last_ckpt_is_written_resumes_with_every_epochs_metrics(project: Path):
+    """Each epoch's metrics are logged before its last.ckpt is written, so that kill loses no point."""
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import environment
+
+    settings = {"max_epochs": 5, "min_epochs": 5, "batch_size": 8, "patience": 100, "accelerator": "cpu"}
+    write_params(project, train_match=settings | {"resume": "auto"})
+    killed = subprocess.run(
+        [sys.executable, "-c", _DIE_AFTER_LAST_CKPT], cwd=project, env=environment(), timeout=600
+    )
+    assert killed.returncode == 9, "the fit ended before it wrote last.ckpt of epoch 2"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bgmfit", "train_match"],
+        cwd=project,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resume: continuing" in resumed.stderr
+    client = mlflow.MlflowClient(tracking_uri())
+    run_id = json.loads((project / "models/match/training.json").read_text())["run_id"]
+    for key in ("train/loss", "val/loss"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) == len(set(steps)) == 5, f"{key}: steps {sorted(steps)}"
+
+
 def test_a_killed_run_that_is_not_resumed_is_marked_failed_with_the_reason(project: Path):
     import signal
     import subprocess
@@ -381,6 +425,7 @@ def test_a_resumed_runs_logger_drops_the_points_its_run_already_has(project: Pat
     logger = _OnceAStep(tracking_uri=tracking_uri(), run_id=run_id, log_model=False)
     logger.log_metrics({"train/loss": 0.5, "val/loss": 0.6}, step=2)  # the repeated epoch
     logger.log_metrics({"train/loss": 0.4, "val/loss": 0.5}, step=3)
+    logger.log_metrics({"train/loss": 0.3}, step=3)  # Lightning's repeat of _TrainingMetricsFirst's points
     logger.finalize("success")
     history = {key: client.get_metric_history(run_id, key) for key in ("train/loss", "val/loss")}
     assert [(m.step, m.value) for m in history["train/loss"]] == [(0, 1.0), (1, 0.9), (2, 0.8), (3, 0.4)]
