@@ -630,6 +630,17 @@ def _analysis_processes(pid: int) -> list:
     return [p for p in _tree(pid) if any("multiprocessing.spawn" in part for part in p.cmdline())]
 
 
+def _accepted_connections(pid: int, port: int) -> int:
+    """TCP connections on ``port`` that the server ``pid`` or its children have accepted."""
+    from benchmarks.fuzz import _tree
+
+    return sum(
+        connection.laddr.port == port and connection.status == "ESTABLISHED"
+        for process in _tree(pid)
+        for connection in process.net_connections("tcp")
+    )
+
+
 def _gone_within(processes: list, seconds: float) -> list:
     """Those of ``processes`` still running after ``seconds``."""
     import psutil
@@ -652,10 +663,14 @@ def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_
     ):
         analysis = _analysis_processes(pid)
         assert len(analysis) == 2, analysis  # package.analysis_workers
-        with ThreadPoolExecutor(8) as pool:
-            answers = [
-                pool.submit(httpx.post, f"{base}/recommend", files=files, timeout=60) for _ in range(8)
-            ]
+        port = int(base.rsplit(":", 1)[1])
+        # One client for all eight: eight clients' setup alone can outlast a fixed wait on two cores, and
+        # a connection the server has not yet accepted when SIGTERM comes is reset, not in flight.
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
+            answers = [pool.submit(client.post, f"{base}/recommend", files=files) for _ in range(8)]
+            deadline = time.monotonic() + 30
+            while _accepted_connections(pid, port) < 8 and time.monotonic() < deadline:
+                time.sleep(0.02)
             time.sleep(0.3)  # sent, and being answered
             os.kill(pid, signal.SIGTERM)
             statuses = [answer.result().status_code for answer in answers]
