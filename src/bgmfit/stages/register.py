@@ -75,11 +75,12 @@ def run(
             "model": decision.name,
             "version": int(decision.version),
             "alias": decision.alias,
-            network.metric: decision.score,
+            # Rounded as the gate's tag keeps it, so that a rerun writes the same file.
+            network.metric: round(decision.score, 6),
             "new_version": decision.new_version,
         }
         if decision.champion_score is not None:
-            decisions[network.key][f"champion_{network.metric}"] = decision.champion_score
+            decisions[network.key][f"champion_{network.metric}"] = round(decision.champion_score, 6)
     champions = write_champions(models_dir / CHAMPIONS.name)
     write_json(metrics_dir / "register.json", decisions)
     for d in decisions.values():
