@@ -301,9 +301,9 @@ def train(
     ``None`` on the other ranks of a distributed fit, which log nothing and return ``None``.
     """
     L.seed_everything(params.seed, workers=True, verbose=False)
+    if params.threads:
+        torch.set_num_threads(params.threads)  # see TrainerParams.threads
     if run is not None:
-        # torch_threads: on the CPU the thread count changes the order of the sums in a matrix
-        # product (1 and 2 threads differ in the last bits), so runs of one seed can part ways.
         mlflow.set_tags(
             {
                 "git_commit": git_commit(),

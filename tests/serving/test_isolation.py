@@ -55,3 +55,44 @@ def test_an_upload_shared_among_idle_workers_gives_the_windows_of_one_process(fe
         assert pool._busy == 0
     finally:
         pool.close()
+
+
+_SERVER_KILLED_WHILE_ITS_WORKER_STARTS = """
+import multiprocessing, os, sys
+from concurrent.futures import ProcessPoolExecutor
+from bgmfit.config import FeaturesParams, load_params
+from bgmfit.serving import isolation
+
+features = load_params("features", FeaturesParams, sys.argv[1])
+pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                           initializer=isolation._start_worker, initargs=(os.getpid(), 3072, features))
+pool.submit(isolation.time.sleep, 120)
+print(*pool._processes, flush=True)
+os._exit(0)  # killed, in effect: the worker is still importing
+"""
+
+
+def test_a_worker_whose_server_died_while_it_started_still_exits():
+    """The server goes before its worker has run its initializer: the worker must not take its new
+    parent (init, or a subreaper) for the server and live on. It exits once started, not after its task."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.conftest import REPO
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER_KILLED_WHILE_ITS_WORKER_STARTS, str(REPO / "params.yaml")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = psutil.Process(int(server.stdout.readline()))  # the worker keeps the pipe: read a line
+    assert server.wait(timeout=60) == 0
+    try:
+        worker.wait(timeout=60)  # imports and warm-up take seconds; the task would take 120 s
+    except psutil.TimeoutExpired:
+        worker.kill()
+        raise AssertionError("the worker outlived the server it was started for") from None
+    finally:
+        server.stdout.close()

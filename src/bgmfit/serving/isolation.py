@@ -132,14 +132,16 @@ def _end_with_parent(parent: int, every_seconds: float = 1.0) -> None:
     os._exit(0)
 
 
-def _start_worker(memory_mb: int, features: FeaturesParams) -> None:
+def _start_worker(parent: int, memory_mb: int, features: FeaturesParams) -> None:
     # A graceful stop of `bentoml serve` signals the worker's children (and its group) as well:
     # the decodes of requests the server is still answering must finish. A worker ends at the
-    # pool's shutdown, or within a second of its parent's end, however that came.
+    # pool's shutdown, or within a second of its parent's end, however that came. ``parent`` is
+    # the server's pid as the server saw it: a worker still starting when the server was killed
+    # already has another parent, and os.getppid() here would wait on that one for ever.
     os.setpgrp()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     # One thread each: the workers share the cores, and BLAS threads beside them only spin.
     threadpool_limits(1)
     limit = memory_mb * 2**20
@@ -181,11 +183,13 @@ class AnalysisPool:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self.memory_mb, self.features),
+            initargs=(os.getpid(), self.memory_mb, self.features),
         )
-        # Start every worker now, each warming up, rather than at the first uploads.
-        for future in [pool.submit(time.sleep, 0) for _ in range(self.workers)]:
-            future.result()
+        # Start every worker now, each warming up, rather than at the first uploads: until each has
+        # answered, one warm worker can take every task while another is still importing.
+        started: set[int] = set()
+        while len(started) < self.workers:
+            started.update(f.result() for f in [pool.submit(os.getpid) for _ in range(self.workers)])
         return pool
 
     def analyse(self, content: bytes, max_seconds: float, name: str = "upload") -> TrackWindows:
