@@ -188,9 +188,11 @@ class AnalysisPool:
         # Start every worker now, each warming up, rather than at the first uploads: until each has
         # answered, one warm worker can take every task while another is still importing.
         started: set[int] = set()
-        while len(started) < self.workers:
+        while True:
             started.update(f.result() for f in [pool.submit(os.getpid) for _ in range(self.workers)])
-        return pool
+            if len(started) == self.workers:
+                return pool
+            time.sleep(0.1)  # not a busy loop beside the workers still importing
 
     def analyse(self, content: bytes, max_seconds: float, name: str = "upload") -> TrackWindows:
         """Every window's features of an upload, decoded in one worker or shared among the idle ones.
