@@ -70,11 +70,15 @@ def _print_results(results: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'rank':>4}  {'track_id':<40} {'style':<10} {'score':>7} {'distance':>8} {'from_s':>7}")
+    ids = max([len("track_id")] + [len(r["track_id"]) for r in results])
+    styles = max([len("style")] + [len(r["style"]) for r in results])
+    print(
+        f"{'rank':>4}  {'track_id':<{ids}}  {'style':<{styles}}  {'score':>7}  {'distance':>8}  {'from_s':>7}"
+    )
     for rank, r in enumerate(results, 1):
         print(
-            f"{rank:>4}  {r['track_id']:<40} {r['style']:<10} {r['score']:>7.4f} {r['distance']:>8.4f} "
-            f"{r['offset_seconds']:>7.1f}"
+            f"{rank:>4}  {r['track_id']:<{ids}}  {r['style']:<{styles}}  {r['score']:>7.4f}  "
+            f"{r['distance']:>8.4f}  {r['offset_seconds']:>7.1f}"
         )
 
 
@@ -88,6 +92,12 @@ def _filters(args: argparse.Namespace):
         tuple(args.exclude_tag),
         tuple(args.exclude_id),
         args.min_duration,
+    )
+
+
+def _add_top_k(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "-k", "--top-k", dest="k", type=int, default=10, help="how many tracks (default: %(default)s)"
     )
 
 
@@ -305,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default) or method B's style distance (--method triplet).",
     )
     recommend.add_argument("file", type=Path, help="audio file: wav, flac, ogg, opus, mp3 or m4a")
-    recommend.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
+    _add_top_k(recommend)
     recommend.add_argument("--method", choices=["match", "triplet"], default="match")
     recommend.add_argument(
         "--min-fit",
@@ -331,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The catalogue tracks nearest to ID by method B's cosine distance, nearest first.",
     )
     similar.add_argument("track_id", metavar="ID", help="a catalogue track id (see models/index/tracks.csv)")
-    similar.add_argument("-k", type=int, default=10, help="how many tracks (default: %(default)s)")
+    _add_top_k(similar)
     _add_filters(similar)
     similar.set_defaults(handler=_similar)
     timeline = local(
