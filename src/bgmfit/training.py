@@ -3,8 +3,9 @@
 The MLflow run is opened around the whole stage, so any exception - inside
 Lightning or after it - ends the run FAILED instead of leaving it RUNNING; a run
 whose process was killed is marked FAILED by the next stage that opens one.
-``last.ckpt`` is written every epoch, with the run id beside it; ``resume: true``
-(or ``auto``, for a killed run of the same params and features) continues both.
+``last.ckpt`` is written every epoch, with the run id beside it and torch's random
+state inside; ``resume: true`` (or ``auto``, for a killed run of the same params and
+features) continues both, and ends at the weights an unbroken fit ends at.
 """
 
 from __future__ import annotations
@@ -108,6 +109,38 @@ class _TrainingMetricsFirst(L.Callback):
         training = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         # The step Lightning logs a training epoch at: its last batch's.
         trainer.logger.log_metrics(training, step=trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
+
+
+class _RandomState(L.Callback):
+    """Carry torch's global random state in every checkpoint, so that a resumed fit repeats an unbroken one.
+
+    Dropout draws its masks from that generator. Lightning saves the weights, the
+    optimiser, the loops' counts and each callback's state, not the generator, and
+    re-seeds it after its sanity check; a resumed fit would draw its masks from the
+    seed's state again, and end at other weights. The saved state is put back when
+    training starts, after that check. The data need nothing: each epoch's samples
+    come from generators seeded by the seed and the epoch (:mod:`bgmfit.data.datamodules`).
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict | None = None
+
+    def state_dict(self) -> dict:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._saved = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._saved is None:  # a fresh fit, or a checkpoint written before this callback
+            return
+        torch.set_rng_state(self._saved["torch"])
+        if "cuda" in self._saved and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self._saved["cuda"])
+        self._saved = None
 
 
 @dataclass(frozen=True)
@@ -296,8 +329,9 @@ def train(
 
     Metrics are logged per epoch into ``run``; params, the git commit and the DVC
     hash of the features are logged once. With ``resume`` (:func:`plan_resume`) the fit
-    continues from its ``last.ckpt`` with its epoch and step counts; ``last.ckpt`` is
-    written at the end of every epoch, so a killed fit loses at most the epoch it was in. ``run`` is
+    continues from its ``last.ckpt`` with its epoch and step counts and its random state
+    (:class:`_RandomState`); ``last.ckpt`` is written at the end of every epoch, so a killed
+    fit loses at most the epoch it was in, and repeats it as it would have run. ``run`` is
     ``None`` on the other ranks of a distributed fit, which log nothing and return ``None``.
     """
     L.seed_everything(params.seed, workers=True, verbose=False)
@@ -347,6 +381,7 @@ def train(
             _TrainingMetricsFirst(),
             every_epoch,
             EarlyStopping(monitor=monitor, mode=mode, patience=params.patience),
+            _RandomState(),
             *(callbacks or []),
         ],
         logger=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -146,6 +147,35 @@ def test_resume_continues_from_last_checkpoint_with_its_step_count(project: Path
     assert again["run_id"] != record["run_id"]
     assert client.get_run(again["run_id"]).data.tags["bgmfit.resumed_from"] == record["run_id"]
     assert client.get_run(record["run_id"]).info.status == "FINISHED"
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("network", ["match", "triplet"])
+def test_a_resumed_fit_repeats_the_unbroken_one_bit_for_bit(project: Path, network: str):
+    """Dropout draws from torch's global generator: last.ckpt carries its state, so the
+    epochs after a resume see the same masks as the epochs of a fit that never stopped."""
+    if network == "match":
+        stage, cls, shape = train_match, TrainMatchParams, {"batch_size": 8}
+    else:
+        stage, cls = train_triplet, TrainTripletParams
+        shape = {"batches_per_epoch": 3, "styles_per_batch": 3, "tracks_per_style": 3}
+    settings = {"patience": 50, "dropout": 0.3, **shape}  # without dropout there would be nothing to draw
+    checkpoints = project / f"models/{network}/checkpoints"
+
+    unbroken = stage.run(_params(cls, f"train_{network}", max_epochs=4, **settings))
+    expected = _weights(checkpoints / "last.ckpt")
+    shutil.rmtree(checkpoints)
+    stage.run(_params(cls, f"train_{network}", max_epochs=2, **settings))
+    resumed = stage.run(_params(cls, f"train_{network}", max_epochs=4, resume=True, **settings))
+    got = _weights(checkpoints / "last.ckpt")
+
+    assert unbroken["epochs"] == 4 and resumed == unbroken  # epochs, steps and the best score
+    assert got.keys() == expected.keys()
+    differing = [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert not differing, f"resumed weights differ from the unbroken fit's in {differing}"
 
 
 def test_a_failed_resume_leaves_the_earlier_finished_run_as_it_was(project: Path, capfd):
