@@ -18,7 +18,7 @@ from bgmfit.config import DEFAULT_PARAMS, PackageParams, load_params
 from bgmfit.errors import BgmfitError
 from bgmfit.files import INDEX
 from bgmfit.networks import BY_NAME
-from bgmfit.tracking.runs import tracking_uri, without_password
+from bgmfit.tracking.runs import require_tracking_store, tracking_uri, without_password
 
 
 def _stage(args: argparse.Namespace) -> None:
@@ -28,6 +28,7 @@ def _stage(args: argparse.Namespace) -> None:
 
 
 def _registry(args: argparse.Namespace) -> None:
+    require_tracking_store()
     from bgmfit.tracking import registry
 
     if args.action == "rollback":
@@ -54,6 +55,7 @@ def _registry(args: argparse.Namespace) -> None:
 
 
 def _recommender(args: argparse.Namespace):
+    require_tracking_store()
     from bgmfit.serving.recommender import Limits, from_registry
 
     return from_registry(args.index, Limits.from_params(load_params("package", PackageParams, args.params)))

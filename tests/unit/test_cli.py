@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bgmfit.cli import _print_results, build_parser
+from bgmfit.cli import _print_results, build_parser, main
 
 
 def _result(track_id: str, style: str, score: float) -> dict:
@@ -42,3 +42,18 @@ def test_top_k_is_spelt_as_the_api_spells_it_too(command):
     assert parser.parse_args([*command, "--top-k", "3"]).k == 3
     assert parser.parse_args([*command, "-k", "4"]).k == 4
     assert parser.parse_args(command).k == 10
+
+
+@pytest.mark.parametrize("command", [["registry"], ["similar", "a-bgm"], ["recommend", "clip.wav"]])
+def test_a_read_only_command_outside_the_project_names_the_missing_store_and_creates_none(
+    command, tmp_path, monkeypatch, capsys
+):
+    # MLflow would create an empty store at sqlite:///mlflow.db here, and every model would
+    # then read as unregistered ("@champion is now none"), which points the user the wrong way.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert f"no MLflow tracking store at {tmp_path / 'mlflow.db'}" in error
+    assert "MLFLOW_TRACKING_URI" in error and "Traceback" not in error
+    assert not (tmp_path / "mlflow.db").exists()

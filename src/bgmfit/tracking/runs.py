@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bgmfit.errors import BgmfitError
+
 #: SQLite in the repository root, with artefacts beside it; MLFLOW_TRACKING_URI overrides it.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -16,6 +18,29 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 def tracking_uri() -> str:
     """The tracking store: ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def require_tracking_store() -> None:
+    """Refuse to read a local SQLite tracking store that does not exist, naming where it was looked for.
+
+    MLflow creates an empty store wherever its URI points. A command that only reads the
+    registry, run outside the project folder (the default store is relative to it), would
+    then find no model registered and send the user to rebuild what is not broken.
+
+    Raises
+    ------
+    BgmfitError
+        If the store is a SQLite file that does not exist.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return  # a server or a database: it says itself when it cannot be reached
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise BgmfitError(
+            f"no MLflow tracking store at {path.resolve()} ({uri}); run bgmfit in the project folder, "
+            "where `dvc repro` ran, or set MLFLOW_TRACKING_URI to its store"
+        )
 
 
 def use_tracking_store() -> str:
