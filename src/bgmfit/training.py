@@ -118,12 +118,22 @@ class _RandomState(L.Callback):
     optimiser, the loops' counts and each callback's state, not the generator, and
     re-seeds it after its sanity check; a resumed fit would draw its masks from the
     seed's state again, and end at other weights. The saved state is put back when
-    training starts, after that check. The data need nothing: each epoch's samples
-    come from generators seeded by the seed and the epoch (:mod:`bgmfit.data.datamodules`).
+    training starts, after that check.
+
+    The data come from generators seeded by the seed and the epoch
+    (:mod:`bgmfit.data.datamodules`), but one step is Lightning's: each ``iter()`` of a
+    train loader draws a seed from the loader's generator (method A's), or from the
+    global one (method B's have none), before the epoch's shuffle and masks are drawn.
+    An unbroken fit starts each epoch after the first with two (Lightning reloads the
+    loader, then its epoch loop starts a new iterator); the first epoch after a resume
+    starts with one. :meth:`on_train_epoch_start` makes the missing one, so that the
+    epoch draws what it would have. The bit-for-bit test of resuming checks this
+    against the Lightning installed.
     """
 
     def __init__(self) -> None:
         self._saved: dict | None = None
+        self._resumed = False
 
     def state_dict(self) -> dict:
         state = {"torch": torch.get_rng_state()}
@@ -140,7 +150,12 @@ class _RandomState(L.Callback):
         torch.set_rng_state(self._saved["torch"])
         if "cuda" in self._saved and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self._saved["cuda"])
-        self._saved = None
+        self._saved, self._resumed = None, True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._resumed:
+            iter(trainer.train_dataloader)  # the iter() an unbroken fit's epoch starts with too
+            self._resumed = False
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,9 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("network", ["match", "triplet"])
 def test_a_resumed_fit_repeats_the_unbroken_one_bit_for_bit(project: Path, network: str):
-    """Dropout draws from torch's global generator: last.ckpt carries its state, so the
-    epochs after a resume see the same masks as the epochs of a fit that never stopped."""
+    """Dropout draws from torch's global generator: last.ckpt carries its state, and the first
+    epoch after a resume draws the loader seed an unbroken epoch draws, so the epochs after a
+    resume see the batches and masks of a fit that never stopped (see training._RandomState)."""
     if network == "match":
         stage, cls, shape = train_match, TrainMatchParams, {"batch_size": 8}
     else:

@@ -1,8 +1,7 @@
 """Lightning datamodules: graded pairs (method A) and style batches (method B).
 
-Training samples, and their order, are redrawn every epoch from a generator
-seeded by the seed and the epoch number, so a resumed run sees the same data as
-an unbroken one. Each loader has a torch generator of its own (:func:`loader`).
+Training samples are redrawn every epoch from a generator seeded by the seed
+and the epoch number, so a resumed run sees the same data as an unbroken one.
 Each training track is drawn as itself or one of its augmented copies
 (``features.augment``), evenly; with ``two_views``, each training item also carries a second,
 different copy of the same track, for the networks' instance term.
@@ -20,19 +19,6 @@ from bgmfit.data.pairs import all_pairs, sample_pairs
 from bgmfit.data.store import FeatureStore
 from bgmfit.data.triplets import style_batches
 from bgmfit.errors import BgmfitError
-
-
-def loader(dataset: Dataset, rng: np.random.Generator, **kwargs) -> DataLoader:
-    """A DataLoader over ``dataset`` in its own order, with a torch generator of its own, seeded from ``rng``.
-
-    Each ``iter()`` of a DataLoader draws a seed from its generator, or from torch's
-    global one when it has none, which dropout draws its masks from too. Lightning
-    calls ``iter()`` on the train loader twice at the start of an epoch in an unbroken
-    fit and once in the first epoch after a resume; with the order drawn beforehand
-    and a generator of its own, neither the batches nor dropout's masks depend on that.
-    """
-    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    return DataLoader(dataset, shuffle=False, generator=generator, **kwargs)
 
 
 class PairDataset(Dataset):
@@ -81,27 +67,31 @@ class PairDataModule(L.LightningDataModule):
                     "foreground (or narration) and a bgm track in each split"
                 )
 
-    def train_dataloader(self) -> DataLoader:
-        epoch = self.trainer.current_epoch if self.trainer else 0
-        rng = np.random.default_rng([self.seed, epoch])
-        tracks, grades = sample_pairs(self.store, "train", rng)
+    def _loader(self, split: str, rng: np.random.Generator, shuffle: bool) -> DataLoader:
+        tracks, grades = sample_pairs(self.store, split, rng)
         views = None
         if self.two_views:
             first, second = self.store.two_views(tracks.ravel(), rng)
             pairs, views = first.reshape(tracks.shape), (second.reshape(tracks.shape), tracks)
         else:
             pairs = self.store.pick_copies(tracks.ravel(), rng).reshape(tracks.shape)
-        order = rng.permutation(len(pairs))  # the shuffle, drawn here (see loader)
-        if views is not None:
-            views = (views[0][order], views[1][order])
-        dataset = PairDataset(self.train_fused, pairs[order], grades[order], views)
-        return loader(dataset, rng, batch_size=self.batch_size)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return DataLoader(
+            PairDataset(self.train_fused, pairs, grades, views),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        return self._loader("train", np.random.default_rng([self.seed, epoch]), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         # Every val foreground against every val BGM, as the evaluation ranks them, so
         # that checkpoint selection sees the same task as the test and far less noise.
         pairs, grades = all_pairs(self.store, "val")
-        return loader(PairDataset(self.store.fused, pairs, grades), np.random.default_rng(0), batch_size=1024)
+        return DataLoader(PairDataset(self.store.fused, pairs, grades), batch_size=1024, shuffle=False)
 
 
 class StyleBatchDataset(Dataset):
@@ -191,13 +181,15 @@ class TripletDataModule(L.LightningDataModule):
         else:
             batches = [self.store.pick_copies(b, rng) for b in tracks]
         # batch_size=None: each dataset item already is a batch.
-        dataset = StyleBatchDataset(self.train_features, self.train_style_ids, batches, views)
-        return loader(dataset, rng, batch_size=None)
+        return DataLoader(
+            StyleBatchDataset(self.train_features, self.train_style_ids, batches, views), batch_size=None
+        )
 
     def val_dataloader(self) -> DataLoader:
         # One batch of the whole val catalogue, so that checkpoint selection ranks the
         # way the evaluation does (MAP@10 over every held-out track). Drawing a batch
         # first checks that the split has triplets at all.
         self._batches("val", 1, np.random.default_rng(0))
-        dataset = StyleBatchDataset(self.features, self.style_ids, [self.store.music("val")])
-        return loader(dataset, np.random.default_rng(0), batch_size=None)
+        return DataLoader(
+            StyleBatchDataset(self.features, self.style_ids, [self.store.music("val")]), batch_size=None
+        )
