@@ -651,16 +651,23 @@ def _gone_within(processes: list, seconds: float) -> list:
 
 def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_path, clip):
     """SIGTERM to `bentoml serve` while 8 uploads are in flight: each is answered 200, then it stops,
-    and so do its analysis processes."""
+    and so do its analysis processes; its timeline jobs' folder goes with it."""
     import signal
+    import tempfile
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    def job_folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("bgmfit-jobs-*"))
+
     files = {"audio": ("clip.flac", clip[0], "audio/flac")}
+    before = job_folders()
     with bentoml_serve(served_project, served_project / "models/serving.json", tmp_path / "serve.log") as (
         base,
         pid,
     ):
+        own = job_folders() - before
+        assert own, "the server made no folder for its timeline jobs"
         analysis = _analysis_processes(pid)
         assert len(analysis) == 2, analysis  # package.analysis_workers
         port = int(base.rsplit(":", 1)[1])
@@ -685,6 +692,11 @@ def test_sigterm_lets_the_uploads_in_flight_finish_with_200(served_project, tmp_
         else:
             raise AssertionError("the server still answers 60 s after SIGTERM")
         assert not _gone_within(analysis, 10), "analysis processes outlived the server"
+    # Each server's jobs hold decoded episodes (an hour is ~320 MB): none may outlive it in the temp folder.
+    deadline = time.monotonic() + 10
+    while (left := own & job_folders()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"left behind: {sorted(left)}"
 
 
 def test_a_killed_server_leaves_no_analysis_process_behind(served_project, tmp_path):

@@ -67,7 +67,10 @@ TIMELINE = params_from_dict("timeline", TimelineParams, CONFIG["timeline"])
 LIBRARY_ROOT = Path(CONFIG["library_root"])
 #: A timeline job's files (the decoded episode, its timeline and previews) live here while it is
 #: one of the last KEPT_JOBS; a job id is 32 hex digits, chosen by the page (or by the task).
-JOBS = Path(tempfile.mkdtemp(prefix="bgmfit-jobs-"))
+#: The folder goes when the server shuts down (SIGTERM, Ctrl-C: :meth:`BGMFit._remove_jobs`), or
+#: when a process that imported this module exits; a server killed with SIGKILL leaves it.
+_JOBS_FOLDER = tempfile.TemporaryDirectory(prefix="bgmfit-jobs-", ignore_cleanup_errors=True)
+JOBS = Path(_JOBS_FOLDER.name)
 KEPT_JOBS = 8
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 EDITOR_PAGE = Path(__file__).with_name("editor.html")
@@ -186,6 +189,11 @@ class BGMFit:
         self._long_jobs = ThreadPoolExecutor(1, thread_name_prefix="timeline")
         self._warm_up()
         gc.freeze()  # start-up objects never need collecting; fewer long GC pauses under load
+
+    @bentoml.on_shutdown
+    def _remove_jobs(self) -> None:
+        """Timeline jobs hold decoded episodes (an hour is ~320 MB): none outlives the server."""
+        _JOBS_FOLDER.cleanup()
 
     def _warm_up(self) -> None:
         """Analyse a few seconds of noise here and rank for it by both methods, once.
@@ -413,6 +421,7 @@ class BGMFit:
         if not JOB_ID.match(job):
             raise UnprocessableEntity(f"job must be 32 hex digits, got {job!r}")
         with self._jobs_lock:  # keep the newest KEPT_JOBS - 1 and this one
+            JOBS.mkdir(exist_ok=True)  # again, if an earlier app of this process shut down (tests)
             folders = sorted(
                 (p for p in JOBS.iterdir() if p.is_dir() and JOB_ID.match(p.name)),
                 key=lambda p: p.stat().st_mtime,
