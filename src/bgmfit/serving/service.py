@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 import bentoml
 import numpy as np
 from bentoml.exceptions import BadInput, BentoMLException, NotFound, UnprocessableEntity
-from bentoml.validators import DType, Shape
+from bentoml.validators import ContentType, DType, Shape
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import AfterValidator, Field, ValidationError
@@ -144,6 +144,10 @@ warnings.filterwarnings(
 
 FusedBatch = Annotated[np.ndarray, Shape((-1, *FUSED_SHAPE)), DType("float32"), AfterValidator(_finite)]
 TopK = Annotated[int, Field(ge=1, le=CONFIG["limits"]["max_top_k"])]
+# Declared, BentoML's answer takes its media type from here; otherwise it derives it from the
+# output model's JSON schema on every response (0.1 ms, 6 % of a small request's time).
+Results = Annotated[list[dict], ContentType("application/json")]
+Embeddings = Annotated[np.ndarray, ContentType("application/json")]
 info_app = FastAPI(title="bgmfit model info")
 
 
@@ -238,7 +242,7 @@ class BGMFit:
         min_duration_seconds: float = 0.0,
         min_fit: Annotated[float, Field(ge=0, le=1)] | None = None,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
-    ) -> list[dict]:
+    ) -> Results:
         """Rank the library for uploaded audio (wav, flac, ogg, opus, mp3, m4a) or a normalised fused array.
 
         ``method=match`` ranks the library's BGM by method A's calibrated fit;
@@ -254,7 +258,7 @@ class BGMFit:
         )
 
     @bentoml.api
-    def match(self, audio: Path, track_ids: list[str], ctx: bentoml.Context = None) -> list[dict]:  # type: ignore[assignment]
+    def match(self, audio: Path, track_ids: list[str], ctx: bentoml.Context = None) -> Results:  # type: ignore[assignment]
         """Method A's graded fit of an uploaded clip with each of the named catalogue tracks."""
         return _answered(ctx, lambda: self.recommender.match(self._query(audio, None), track_ids))
 
@@ -271,7 +275,7 @@ class BGMFit:
         exclude_ids: list[str] | None = None,
         min_duration_seconds: float = 0.0,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
-    ) -> list[dict]:
+    ) -> Results:
         """Library music nearest to a library track or to uploaded music (method B, cosine distance).
 
         The filters are those of ``/recommend``.
@@ -285,7 +289,7 @@ class BGMFit:
         )
 
     @bentoml.api(**_batching(CONFIG["batching"]))
-    def embed(self, features: FusedBatch) -> np.ndarray:
+    def embed(self, features: FusedBatch) -> Embeddings:
         """Method A's foreground deep features of ``(batch, segments, columns)`` normalised fused arrays.
 
         Requests are batched adaptively across clients, unless ``package.max_batch_size`` is 1.
