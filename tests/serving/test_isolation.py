@@ -96,3 +96,39 @@ def test_a_worker_whose_server_died_while_it_started_still_exits():
         raise AssertionError("the worker outlived the server it was started for") from None
     finally:
         server.stdout.close()
+
+
+def test_the_jobs_folder_of_a_killed_server_goes_when_the_next_one_starts(tmp_path):
+    """A real process makes its jobs folder and is killed with SIGKILL, which leaves it (with a
+    decoded episode in it); the next process's folder sweeps it away and keeps the living one's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bgmfit.serving.jobs import remove_orphans
+
+    make = (
+        "import time; from bgmfit.serving.jobs import jobs_folder; folder = jobs_folder(); "
+        "open(folder.name + '/episode.npy', 'wb').write(bytes(1000)); "
+        "print(folder.name, flush=True); time.sleep(60)"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "-c", make], stdout=subprocess.PIPE, text=True, env=env)
+    left = server.stdout.readline().strip()
+    server.send_signal(signal.SIGKILL)
+    server.wait(10)
+    assert os.path.isfile(f"{left}/episode.npy"), "a killed process removed its folder after all"
+    living = tmp_path / f"bgmfit-jobs-{os.getpid()}-abc"  # this test's process: alive
+    living.mkdir()
+    unrelated = tmp_path / "bgmfit-jobs-notes"  # not named by jobs_folder: never touched
+    unrelated.mkdir()
+
+    # The next server: it makes its own folder (removed when it exits normally) after the sweep.
+    subprocess.run(
+        [sys.executable, "-c", "from bgmfit.serving.jobs import jobs_folder; jobs_folder()"],
+        env=env,
+        check=True,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([living.name, unrelated.name])
+    assert remove_orphans(tmp_path) == []

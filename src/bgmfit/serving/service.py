@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from bgmfit.models.export import load_network
 from bgmfit.networks import MATCH, TRIPLET
 from bgmfit.serving.guard import RequestGuard
 from bgmfit.serving.isolation import AnalysisPool
+from bgmfit.serving.jobs import jobs_folder
 from bgmfit.serving.recommender import Filters, Limits, Query, Recommender, RequestError
 from bgmfit.timeline.job import swap_tracks, timeline_of, write_preview
 from bgmfit.tracking.logged import network_folder
@@ -68,8 +68,9 @@ LIBRARY_ROOT = Path(CONFIG["library_root"])
 #: A timeline job's files (the decoded episode, its timeline and previews) live here while it is
 #: one of the last KEPT_JOBS; a job id is 32 hex digits, chosen by the page (or by the task).
 #: The folder goes when the server shuts down (SIGTERM, Ctrl-C: :meth:`BGMFit._remove_jobs`), or
-#: when a process that imported this module exits; a server killed with SIGKILL leaves it.
-_JOBS_FOLDER = tempfile.TemporaryDirectory(prefix="bgmfit-jobs-", ignore_cleanup_errors=True)
+#: when a process that imported this module exits; one that a killed server left goes when the
+#: next one starts (:mod:`bgmfit.serving.jobs`).
+_JOBS_FOLDER = jobs_folder()
 JOBS = Path(_JOBS_FOLDER.name)
 KEPT_JOBS = 8
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
