@@ -6,8 +6,9 @@ Singularity's soundtrack, Debian packages; see ``tests/real_episode.py``), built
 Everything runs in this machine's processes, with the served index and the registry's
 champions, as ``bgmfit timeline`` runs:
 
-- **timeline**: decode the file, analyse every 10 s window (``timeline.workers`` processes),
-  speech activity, scenes, method A's fit of every library BGM per scene, the plan;
+- **timeline**: decode the file (into a temporary file, read back a block at a time), analyse
+  every 10 s window (``timeline.workers`` processes), speech activity, scenes, method A's fit
+  of every library BGM per scene, the plan;
 - **preview**: the ducked mix at -16 LUFS, encoded as MP3;
 - **naive**: the same decoded episode, cut into 10 s windows, each one analysed and ranked by
   ``Recommender.recommend`` (what one ``/recommend`` request per window does, without HTTP).
@@ -57,46 +58,46 @@ def measure(mode: str, episode: Path) -> dict:
     from bgmfit.files import INDEX
     from bgmfit.serving.recommender import Limits, Query, from_registry
     from bgmfit.stages import worker_count
-    from bgmfit.timeline.job import library_root, timeline_of
+    from bgmfit.timeline.job import score_file
 
     params = load_params("timeline", TimelineParams)
     recommender = from_registry(INDEX, Limits.from_params(load_params("package", PackageParams)))
     catalogue, rate = recommender.catalogue, recommender.catalogue.features.sample_rate
     before = _rss_now_mib()
     start = time.perf_counter()
-    y = load_audio(episode, rate)
     if mode == "naive":
+        y = load_audio(episode, rate)
         length = int(catalogue.features.clip_seconds * rate)
         norm = catalogue.norm_stats
         for first in range(0, y.size, length):
             windows = analyse_windows(y[first : first + length], catalogue.features)
             query = Query(norm.normalise_fused(windows.fused), norm.normalise_frames(windows.mfcc_frames))
             recommender.recommend(query, "match", 10)
-        scenes = None
+        scenes, audio_seconds = None, y.size / rate
     else:
+        # What `bgmfit timeline` runs: decoded into a temporary file, read a block at a time.
         with tempfile.TemporaryDirectory() as tmp:
             preview = Path(tmp) / "mix.mp3" if mode == "preview" else None
-            timeline = timeline_of(
-                y,
+            timeline = score_file(
+                episode,
                 catalogue,
                 recommender.match_model,
                 recommender.versions,
                 params,
-                episode.name,
-                library_root(catalogue),
+                Path(tmp) / "timeline.json",
                 preview,
                 worker_count(params.workers),
             )
-        scenes = len(timeline["scenes"])
+        scenes, audio_seconds = len(timeline["scenes"]), timeline["duration_seconds"]
     seconds = time.perf_counter() - start
     return {
         "mode": mode,
         "seconds": seconds,
-        "audio_seconds": y.size / rate,
+        "audio_seconds": audio_seconds,
         "scenes": scenes,
         "rss_before_mib": before,
         "peak_above_mib": _peak_mib() - before,
-        "windows": int(np.ceil(y.size / (catalogue.features.clip_seconds * rate))),
+        "windows": int(np.ceil(audio_seconds / catalogue.features.clip_seconds)),
     }
 
 

@@ -54,10 +54,11 @@ def _timelines() -> list[str]:
     return [
         "## Timelines of long-form episodes",
         "",
-        f"{t['episodes']} episodes of {t['scenes_per_episode']} held-out works each ({t['scenes']} scenes; "
-        f"each work's narration, with a pause between works; {t['true_switches']:.0f} true changes of BGM "
-        "per episode). The baseline takes each scene's top-1, with no switch penalty. Abstention: with every "
-        "BGM of one style removed, the share of that style's scenes left without BGM.",
+        f"{t['episodes']} episodes of {t['scenes_per_episode']} scenes each ({t['scenes']} scenes): "
+        "held-out works' narration, each work read in one passage or two, a pause after each passage; "
+        f"{t['true_switches']:.2f} true changes of BGM per episode. The baseline takes each scene's "
+        "top-1, with no switch penalty. Abstention: with every BGM of one style removed, the share of "
+        "that style's scenes left without BGM.",
         "",
         *_table({"timeline": t["timeline"], "each scene's top-1": t["baseline"]}, keys, "plan"),
         "",

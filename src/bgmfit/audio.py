@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +70,80 @@ def load_audio(
         (:class:`~bgmfit.errors.UnsupportedAudioError`), truncated, or decodes to no
         samples or to non-finite ones. The message names the source.
     """
+    pieces: list[np.ndarray] = []
+    _decode(source, sample_rate, max_seconds, name, pieces.append)
+    return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+
+
+def decode_to_file(
+    source: str | Path | bytes,
+    target: Path,
+    sample_rate: int,
+    max_seconds: float | None = None,
+    name: str | None = None,
+) -> SampleFile:
+    """Decode audio as :func:`load_audio` does, but into ``target`` as it streams, never held whole.
+
+    ``target`` receives raw float32 samples (native byte order); an hour at 22,050 Hz is 318 MB
+    on disk and a block of about 12 s in memory. Raises as :func:`load_audio`; ``target`` is then
+    left incomplete, for the caller to remove.
+
+    Returns
+    -------
+    SampleFile
+        The decoded waveform, read back a block at a time.
+    """
+    with open(target, "wb") as out:
+        _decode(source, sample_rate, max_seconds, name, lambda piece: piece.tofile(out))
+    return SampleFile(target, sample_rate)
+
+
+class SampleFile:
+    """A mono float32 waveform in a file of raw samples, sliced like an array but read per slice.
+
+    ``wave[a:b]`` reads those samples from disk (the page cache), so a long episode is never in
+    the process's memory whole; ``np.asarray(wave)`` reads all of it, for what needs it whole
+    (the preview mix). ``size`` and ``len()`` are the number of samples.
+    """
+
+    def __init__(self, path: Path, sample_rate: int):
+        self.path, self.sample_rate = Path(path), sample_rate
+        self.size = self.path.stat().st_size // 4
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, where: slice) -> np.ndarray:
+        if not isinstance(where, slice) or where.step not in (None, 1):
+            raise TypeError("a SampleFile is read by contiguous slices, wave[a:b]")
+        start, stop, _ = where.indices(self.size)
+        count = max(0, stop - start)
+        return np.fromfile(self.path, dtype=np.float32, count=count, offset=4 * start)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+#: A mono waveform: in memory, or on disk and read by slices (what the timeline's steps take).
+Waveform = np.ndarray | SampleFile
+
+
+def _decode(
+    source: str | Path | bytes,
+    sample_rate: int,
+    max_seconds: float | None,
+    name: str | None,
+    write: Callable[[np.ndarray], object],
+) -> None:
+    """Decode ``source`` mono at ``sample_rate``, handing each resampled block to ``write`` in order."""
     label, handle = _open(source, name)
     try:
         f = sf.SoundFile(handle)
     except sf.LibsndfileError:
         # Not a format libsndfile knows: FFmpeg may (M4A/AAC, Opus in WebM or Matroska).
-        return _load_with_av(handle, label, sample_rate, max_seconds)
+        _load_with_av(handle, label, sample_rate, max_seconds, write)
+        return
     with f:
         if f.format not in SNDFILE_FORMATS:
             raise UnsupportedAudioError(label, f"unsupported format {f.format}; accepted: {ACCEPTED_TEXT}")
@@ -82,12 +151,11 @@ def load_audio(
         frames = -1 if max_seconds is None else int(round(max_seconds * f.samplerate))
         expected = f.frames if frames < 0 else min(frames, f.frames)
         try:
-            mono, decoded = _resampled(_sndfile_blocks(f, frames, label), f.samplerate, sample_rate)
+            decoded = _resampled(_sndfile_blocks(f, frames, label), f.samplerate, sample_rate, write)
         except (RuntimeError, ValueError) as exc:
             raise AudioDecodeError(label, f"not decodable as audio ({_short_reason(exc)})") from None
         native_rate = f.samplerate
     _check_decoded(label, decoded, expected, native_rate)
-    return mono
 
 
 def probe_audio(path: str | Path | bytes, name: str | None = None) -> tuple[float, int]:
@@ -163,19 +231,26 @@ def _mono(block: np.ndarray, label: str) -> np.ndarray:
     return mono
 
 
-def _resampled(blocks, native_rate: int, sample_rate: int) -> tuple[np.ndarray, int]:
-    """Concatenate mono blocks, resampled as they come; also the number of native frames decoded."""
+def _resampled(blocks, native_rate: int, sample_rate: int, write: Callable[[np.ndarray], object]) -> int:
+    """Resample mono blocks as they come and hand each piece to ``write``; the native frames decoded."""
     stream = None
     if native_rate != sample_rate:
         stream = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
-    pieces, decoded = [], 0
+    decoded, wrote = 0, False
     for mono in blocks:
         decoded += mono.size
-        pieces.append(mono.copy() if stream is None else stream.resample_chunk(mono))
+        piece = mono.copy() if stream is None else stream.resample_chunk(mono)
+        if piece.size:
+            write(np.ascontiguousarray(piece, dtype=np.float32))
+            wrote = True
     if stream is not None:
-        pieces.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    out = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    return np.ascontiguousarray(out, dtype=np.float32), decoded
+        piece = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if piece.size:
+            write(np.ascontiguousarray(piece, dtype=np.float32))
+            wrote = True
+    if not wrote:
+        write(np.zeros(0, dtype=np.float32))
+    return decoded
 
 
 def _check_decoded(label: str, decoded: int, expected: int, native_rate: int) -> None:
@@ -235,8 +310,12 @@ def _probe_with_av(handle: io.BytesIO | str, label: str) -> tuple[float, int]:
 
 
 def _load_with_av(
-    handle: io.BytesIO | str, label: str, sample_rate: int, max_seconds: float | None
-) -> np.ndarray:
+    handle: io.BytesIO | str,
+    label: str,
+    sample_rate: int,
+    max_seconds: float | None,
+    write: Callable[[np.ndarray], object],
+) -> None:
     import av
 
     container, stream = _av_stream(handle, label)
@@ -263,9 +342,8 @@ def _load_with_av(
             except av.FFmpegError:
                 return  # a damaged stream ends here; the length check below reports it
 
-        mono, decoded = _resampled(blocks(), native_rate, sample_rate)
+        decoded = _resampled(blocks(), native_rate, sample_rate, write)
     _check_decoded(label, decoded, expected, native_rate)
-    return mono
 
 
 def rms_dbfs(y: np.ndarray) -> float:

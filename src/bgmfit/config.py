@@ -225,7 +225,7 @@ class EvaluateParams(Section):
     seed: StrictInt = Field(description="seeds the random baselines and the invariance queries")
     invariance_queries: StrictInt = Field(ge=1, description="held-out queries per method for invariance")
     timeline_episodes: StrictInt = Field(ge=0, description="long-form test episodes for timelines (0: none)")
-    timeline_scenes: StrictInt = Field(ge=2, le=20, description="held-out works per long-form episode")
+    timeline_scenes: StrictInt = Field(ge=2, le=20, description="scenes per long-form episode")
     workers: Workers
 
 

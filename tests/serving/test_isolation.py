@@ -110,7 +110,7 @@ def test_the_jobs_folder_of_a_killed_server_goes_when_the_next_one_starts(tmp_pa
 
     make = (
         "import time; from bgmfit.serving.jobs import jobs_folder; folder = jobs_folder(); "
-        "open(folder.name + '/episode.npy', 'wb').write(bytes(1000)); "
+        "open(folder.name + '/episode.f32', 'wb').write(bytes(1000)); "
         "print(folder.name, flush=True); time.sleep(60)"
     )
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -118,7 +118,7 @@ def test_the_jobs_folder_of_a_killed_server_goes_when_the_next_one_starts(tmp_pa
     left = server.stdout.readline().strip()
     server.send_signal(signal.SIGKILL)
     server.wait(10)
-    assert os.path.isfile(f"{left}/episode.npy"), "a killed process removed its folder after all"
+    assert os.path.isfile(f"{left}/episode.f32"), "a killed process removed its folder after all"
     living = tmp_path / f"bgmfit-jobs-{os.getpid()}-abc"  # this test's process: alive
     living.mkdir()
     unrelated = tmp_path / "bgmfit-jobs-notes"  # not named by jobs_folder: never touched

@@ -138,3 +138,40 @@ def test_a_damaged_file_gets_ffmpegs_reason_not_its_placeholder_name():
         load_audio(damaged, SR, name="library/damaged.ogg")
     assert str(raised.value).startswith("library/damaged.ogg: not decodable as audio (")
     assert "<none>" not in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize(
+    ("source", "rate"),
+    [("wav", SR), ("mp3", 44100), ("m4a", 44100)],
+)
+def test_decoding_into_a_file_gives_the_samples_decoding_in_memory_gives(tmp_path: Path, rng, source, rate):
+    from bgmfit.audio import SampleFile, decode_to_file, encode
+
+    y = (0.2 * rng.standard_normal(7 * rate)).astype(np.float32)
+    path = tmp_path / f"episode.{source}"
+    if source == "wav":
+        sf.write(path, y, rate)
+    elif source == "mp3":
+        sf.write(path, y, rate, format="MP3")
+    else:
+        path.write_bytes(encode(y, rate, "ipod", "aac"))
+    wave = decode_to_file(path, tmp_path / "episode.f32", SR)
+    whole = load_audio(path, SR)
+    assert isinstance(wave, SampleFile) and wave.size == len(wave) == whole.size
+    np.testing.assert_array_equal(np.asarray(wave), whole)
+    np.testing.assert_array_equal(wave[SR : 3 * SR], whole[SR : 3 * SR])
+    np.testing.assert_array_equal(wave[-100:], whole[-100:])
+    assert wave[whole.size : whole.size + 10].size == 0
+    with pytest.raises(TypeError, match="contiguous slices"):
+        wave[::2]
+
+
+def test_a_truncated_file_decoded_into_a_file_is_refused_as_in_memory(tmp_path: Path, rng):
+    from bgmfit.audio import decode_to_file
+
+    path = tmp_path / "cut.flac"
+    sf.write(path, (0.3 * rng.standard_normal(3 * SR)).astype(np.float32), SR, format="FLAC")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(AudioDecodeError, match=r"truncated|not decodable|no samples") as info:
+        decode_to_file(path, tmp_path / "cut.f32", SR)
+    assert str(path) in str(info.value)

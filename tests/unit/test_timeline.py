@@ -120,3 +120,48 @@ def test_timeline_params_are_checked(params):
         params_from_dict("timeline", TimelineParams, values | {"max_scene_seconds": 30.0})
     with pytest.raises(ConfigError, match=r"timeline\.min_scene_seconds"):
         params_from_dict("timeline", TimelineParams, values | {"min_scene_seconds": 5.0})
+
+
+def test_an_episode_on_disk_is_read_a_block_at_a_time_with_the_answers_of_one_in_memory(
+    params, features_params, tmp_path, rng
+):
+    from bgmfit.audio import SampleFile
+    from bgmfit.features.fusion import NormStats, analyse
+    from bgmfit.timeline.activity import BLOCK_SECONDS, second_kinds
+    from bgmfit.timeline.episode import analyse_episode
+    from tests.signals import SR, harmonic_tone
+
+    class CountedReads(SampleFile):
+        largest = 0
+
+        def __getitem__(self, where):
+            out = super().__getitem__(where)
+            CountedReads.largest = max(CountedReads.largest, out.size)
+            return out
+
+    # 65 s: a tone, noise, a pause, a tone again.
+    y = np.concatenate(
+        [
+            harmonic_tone(220.0, 25.0),
+            (0.1 * rng.standard_normal(20 * SR)).astype(np.float32),
+            np.zeros(5 * SR, np.float32),
+            harmonic_tone(330.0, 15.0),
+        ]
+    )
+    y.tofile(tmp_path / "episode.f32")
+    wave = CountedReads(tmp_path / "episode.f32", SR)
+    clips = [analyse(y[s * SR : (s + 10) * SR], features_params) for s in (0, 30, 50)]
+    norm = NormStats.fit(
+        features_params, np.stack([c.fused for c in clips]), np.stack([c.mfcc_frames for c in clips])
+    )
+    on_disk = analyse_episode(wave, features_params, norm, workers=1)
+    window = int(features_params.clip_seconds * SR)
+    assert CountedReads.largest == window
+    in_memory = analyse_episode(y, features_params, norm, workers=1)
+    np.testing.assert_array_equal(on_disk.fused, in_memory.fused)
+    np.testing.assert_array_equal(on_disk.rows, in_memory.rows)
+    assert on_disk.duration == in_memory.duration == 65.0
+    kinds = second_kinds(wave, SR, params, features_params.loudness_lufs)
+    np.testing.assert_array_equal(kinds, second_kinds(y, SR, params, features_params.loudness_lufs))
+    assert list(kinds[46:49]) == ["silence"] * 3 and kinds[10] == "music"
+    assert CountedReads.largest <= BLOCK_SECONDS * SR

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bgmfit.audio import ACCEPTED_TEXT, load_audio, probe_audio
+from bgmfit.audio import ACCEPTED_TEXT, decode_to_file, load_audio, probe_audio
 from bgmfit.config import FeaturesParams
 from bgmfit.errors import AudioDecodeError, RequestError, UnsupportedAudioError, UnusableAudioError
 from bgmfit.features.fusion import analyse
@@ -46,8 +46,14 @@ from bgmfit.features.windows import TrackWindows, analyse_windows, window_starts
 FAULT = "BGMFIT_FAULT"
 
 
-def decode_upload(content: bytes, sample_rate: int, max_seconds: float, name: str = "upload") -> np.ndarray:
+def decode_upload(
+    content: bytes, sample_rate: int, max_seconds: float, name: str = "upload", target: Path | None = None
+) -> np.ndarray | None:
     """Decode an upload whole, mono at ``sample_rate``, after its header's duration is checked.
+
+    With ``target``, the samples stream into that file instead (raw float32,
+    :func:`~bgmfit.audio.decode_to_file`), so that an episode is never in memory whole, and
+    nothing is returned.
 
     Raises
     ------
@@ -59,6 +65,9 @@ def decode_upload(content: bytes, sample_rate: int, max_seconds: float, name: st
         seconds, _ = probe_audio(content, name)
         if seconds > max_seconds:
             raise RequestError(413, f"{name}: {seconds:.1f} s is over the limit of {max_seconds:g} s")
+        if target is not None:
+            decode_to_file(content, target, sample_rate, name=name)
+            return None
         return load_audio(content, sample_rate, name=name)
     except UnsupportedAudioError as exc:
         message = str(exc) if ACCEPTED_TEXT in str(exc) else f"{exc}; send {ACCEPTED_TEXT}"
@@ -101,13 +110,12 @@ def _analyse(
 
 
 def _decode_to(content: bytes, sample_rate: int, max_seconds: float, name: str, target: str) -> None:
-    """Decode an upload into ``target`` (a ``.npy`` file)."""
+    """Decode an upload into ``target``, a file of raw float32 samples."""
     _inject_fault()
     try:
-        y = decode_upload(content, sample_rate, max_seconds, name)
+        decode_upload(content, sample_rate, max_seconds, name, Path(target))
     except MemoryError:
         raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
-    np.save(target, y)
 
 
 def _merge(shares: list[TrackWindows | None]) -> TrackWindows:
@@ -208,7 +216,7 @@ class AnalysisPool:
         return _merge(self._run(jobs, name))
 
     def decode_to(self, content: bytes, max_seconds: float, target: Path, name: str = "upload") -> None:
-        """Decode an upload in a worker, mono at the features' rate, into ``target`` (``.npy``).
+        """Decode an upload in a worker, mono at the features' rate, into ``target`` (raw float32).
         An episode's waveform goes by file, not through the pipe.
 
         Raises

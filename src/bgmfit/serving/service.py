@@ -32,6 +32,7 @@ from pydantic import AfterValidator, Field, ValidationError
 from pydantic.json_schema import PydanticJsonSchemaWarning
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bgmfit.audio import SampleFile
 from bgmfit.config import TimelineParams, params_from_dict
 from bgmfit.errors import BgmfitError
 from bgmfit.features.windows import analyse_windows
@@ -73,6 +74,7 @@ LIBRARY_ROOT = Path(CONFIG["library_root"])
 _JOBS_FOLDER = jobs_folder()
 JOBS = Path(_JOBS_FOLDER.name)
 KEPT_JOBS = 8
+EPISODE_SAMPLES = "episode.f32"  # a job's decoded episode: raw float32 samples, read a block at a time
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 EDITOR_PAGE = Path(__file__).with_name("editor.html")
 
@@ -328,12 +330,12 @@ class BGMFit:
             self.recommender.check_upload_size(audio.stat().st_size)
             # In an analysis process, as every upload: a decoder that crashes or hangs costs this job.
             limit = self.recommender.limits.max_audio_seconds
-            self.analysis.decode_to(audio.read_bytes(), limit, folder / "episode.npy")
+            self.analysis.decode_to(audio.read_bytes(), limit, folder / EPISODE_SAMPLES)
         except RequestError as exc:
             self.progress[job] = {"step": "failed", "fraction": 1.0, "error": str(exc)}
             raise _http_error(exc) from None
-        y = np.load(folder / "episode.npy")
         catalogue = self.recommender.catalogue
+        y = SampleFile(folder / EPISODE_SAMPLES, catalogue.features.sample_rate)
         answer = timeline_of(
             y,
             catalogue,
@@ -377,7 +379,7 @@ class BGMFit:
         except (BgmfitError, ValueError) as exc:
             raise UnprocessableEntity(str(exc)) from None
         version = len(list(folder.glob("preview-*.mp3")))
-        y = np.load(folder / "episode.npy")
+        y = SampleFile(folder / EPISODE_SAMPLES, self.recommender.catalogue.features.sample_rate)
         target = folder / f"preview-{version}.mp3"
         write_preview(
             y,

@@ -23,6 +23,7 @@ import numpy as np
 import soxr
 import torch
 
+from bgmfit.audio import Waveform
 from bgmfit.config import TimelineParams
 
 VAD_RATE = 16000
@@ -40,7 +41,7 @@ def _vad():
 BLOCK_SECONDS = 600  # a whole number of 32 ms frames at 16 kHz
 
 
-def episode_gain(y: np.ndarray, sample_rate: int, target_lufs: float) -> float:
+def episode_gain(y: Waveform, sample_rate: int, target_lufs: float) -> float:
     """The gain that brings ``y`` to ``target_lufs``, from its loudness measured a block at a time.
 
     Each 10-minute block's integrated loudness (ITU-R BS.1770, pyloudnorm) is combined by
@@ -64,7 +65,7 @@ def episode_gain(y: np.ndarray, sample_rate: int, target_lufs: float) -> float:
     return float(10 ** ((target_lufs - 10 * np.log10(energy / seconds)) / 20))
 
 
-def speech_probability(y: np.ndarray, sample_rate: int, gain: float = 1.0) -> np.ndarray:
+def speech_probability(y: Waveform, sample_rate: int, gain: float = 1.0) -> np.ndarray:
     """silero-vad's speech probability of every 32 ms frame of a mono waveform, times ``gain``.
 
     Read 10 minutes at a time, so that an episode's 16 kHz copy is never held whole.
@@ -95,7 +96,7 @@ def _block_probability(y: np.ndarray, sample_rate: int) -> np.ndarray:
     return out.reshape(-1)[:n]
 
 
-def second_kinds(y: np.ndarray, sample_rate: int, params: TimelineParams, target_lufs: float) -> np.ndarray:
+def second_kinds(y: Waveform, sample_rate: int, params: TimelineParams, target_lufs: float) -> np.ndarray:
     """``speech``, ``music`` or ``silence`` for each whole second of a mono waveform levelled to
     ``target_lufs`` (the last, partial second included)."""
     seconds = max(1, -(-y.size // sample_rate))
@@ -111,7 +112,7 @@ def second_kinds(y: np.ndarray, sample_rate: int, params: TimelineParams, target
     return kinds
 
 
-def second_levels(y: np.ndarray, sample_rate: int) -> np.ndarray:
+def second_levels(y: Waveform, sample_rate: int) -> np.ndarray:
     """RMS level, dBFS, of each whole second (the last one padded with silence), a block at a time."""
     seconds = max(1, -(-y.size // sample_rate))
     level = np.empty(seconds)

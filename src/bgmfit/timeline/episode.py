@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bgmfit.audio import Waveform
 from bgmfit.config import FeaturesParams, TimelineParams
 from bgmfit.features.fusion import NormStats, analyse
 from bgmfit.index import Catalogue
@@ -70,7 +71,7 @@ def _analyse_block(job: tuple[list[np.ndarray], FeaturesParams]) -> list[np.ndar
 
 
 def analyse_episode(
-    y: np.ndarray,
+    y: Waveform,
     features: FeaturesParams,
     norm: NormStats,
     workers: int,
@@ -141,7 +142,7 @@ class ScoredScenes:
 
 @torch.no_grad()
 def score_scenes(
-    y: np.ndarray,
+    y: Waveform,
     catalogue: Catalogue,
     match_model: torch.nn.Module,
     params: TimelineParams,
@@ -200,7 +201,7 @@ def plan_scenes(
 
 
 def plan_episode(
-    y: np.ndarray,
+    y: Waveform,
     catalogue: Catalogue,
     match_model: torch.nn.Module,
     params: TimelineParams,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bgmfit.audio import encode, load_audio
+from bgmfit.audio import Waveform, decode_to_file, encode, load_audio
 from bgmfit.config import TimelineParams
 from bgmfit.errors import BgmfitError
 from bgmfit.files import RAW, write_json
@@ -29,7 +30,7 @@ def library_root(catalogue: Catalogue, raw_dir: Path = RAW) -> Path:
 
 
 def timeline_of(
-    y: np.ndarray,
+    y: Waveform,
     catalogue: Catalogue,
     match_model: torch.nn.Module,
     versions: dict[str, int],
@@ -62,7 +63,7 @@ def timeline_of(
 
 
 def write_preview(
-    y: np.ndarray,
+    y: Waveform,
     rate: int,
     timeline: dict,
     catalogue: Catalogue,
@@ -78,7 +79,7 @@ def write_preview(
             raise BgmfitError(f"the preview needs the library's audio, and {path} is not there")
         return load_audio(path, rate)
 
-    mix, levels = render_preview(y, rate, timeline["scenes"], track_audio, params)
+    mix, levels = render_preview(np.asarray(y), rate, timeline["scenes"], track_audio, params)
     for scene, measured in zip(timeline["scenes"], levels, strict=True):
         scene.update(measured)
     preview.parent.mkdir(parents=True, exist_ok=True)
@@ -131,10 +132,15 @@ def score_file(
     preview: Path | None = None,
     workers: int = 1,
 ) -> dict:
-    """Decode ``path``, plan its timeline, write it to ``out`` (JSON) and, if asked, the preview mix."""
-    y = load_audio(path, catalogue.features.sample_rate)
+    """Decode ``path``, plan its timeline, write it to ``out`` (JSON) and, if asked, the preview mix.
+
+    The episode is decoded into a temporary file and read from it a block at a time, so that the
+    timeline of hours holds only blocks in memory (the preview needs the episode whole).
+    """
     root = library_root(catalogue)
-    timeline = timeline_of(y, catalogue, match_model, versions, params, path.name, root, preview, workers)
+    with tempfile.TemporaryDirectory(prefix="bgmfit-episode-") as tmp:
+        y = decode_to_file(path, Path(tmp) / "episode.f32", catalogue.features.sample_rate)
+        timeline = timeline_of(y, catalogue, match_model, versions, params, path.name, root, preview, workers)
     write_json(out, timeline)
     return timeline
 
