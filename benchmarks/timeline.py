@@ -36,18 +36,14 @@ from pathlib import Path
 from benchmarks.machine import describe
 
 
-def _rss_now_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _status_mib(key: str) -> float:
+    """A ``/proc/self/status`` figure of this process, MiB: ``VmRSS`` now, or its peak ``VmHWM``.
 
-
-def _peak_mib() -> float:
-    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so a run started by
-    # this script read the parent's size at fork (the 3-hour episode it had just built: 2.2 GiB).
+    The peak is not getrusage's ru_maxrss: Linux keeps that across exec, so a run started by this
+    script read the parent's size at fork (the 3-hour episode it had just built: 2.2 GiB).
+    """
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -67,7 +63,7 @@ def measure(mode: str, episode: Path) -> dict:
     params = load_params("timeline", TimelineParams)
     recommender = from_registry(INDEX, Limits.from_params(load_params("package", PackageParams)))
     catalogue, rate = recommender.catalogue, recommender.catalogue.features.sample_rate
-    before = _rss_now_mib()
+    before = _status_mib("VmRSS")
     start = time.perf_counter()
     if mode == "naive":
         y = load_audio(episode, rate)
@@ -100,7 +96,7 @@ def measure(mode: str, episode: Path) -> dict:
         "audio_seconds": audio_seconds,
         "scenes": scenes,
         "rss_before_mib": before,
-        "peak_above_mib": _peak_mib() - before,
+        "peak_above_mib": _status_mib("VmHWM") - before,
         "windows": int(np.ceil(audio_seconds / catalogue.features.clip_seconds)),
     }
 

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from bgmfit.errors import AudioDecodeError, UnsupportedAudioError, UnusableAudioError
+from bgmfit.errors import AudioDecodeError, BgmfitError, UnsupportedAudioError, UnusableAudioError
 
 #: Formats libsndfile reads for bgmfit, as it names them.
 SNDFILE_FORMATS = ("WAV", "FLAC", "OGG", "MP3")
@@ -72,7 +72,9 @@ def load_audio(
     """
     pieces: list[np.ndarray] = []
     _decode(source, sample_rate, max_seconds, name, pieces.append)
-    return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+    if len(pieces) == 1:
+        return pieces[0]
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
 def decode_to_file(
@@ -85,17 +87,30 @@ def decode_to_file(
     """Decode audio as :func:`load_audio` does, but into ``target`` as it streams, never held whole.
 
     ``target`` receives raw float32 samples (native byte order); an hour at 22,050 Hz is 318 MB
-    on disk and a block of about 12 s in memory. Raises as :func:`load_audio`; ``target`` is then
-    left incomplete, for the caller to remove.
+    on disk, and memory holds one decoded block (2^18 frames of the source: 6 s at 44.1 kHz).
 
     Returns
     -------
     SampleFile
         The decoded waveform, read back a block at a time.
+
+    Raises
+    ------
+    AudioDecodeError
+        As :func:`load_audio`.
+    BgmfitError
+        If ``target`` cannot be written (a full disk, say), naming it and why.
+
+    ``target`` is left incomplete after either, for the caller to remove.
     """
-    with open(target, "wb") as out:
-        _decode(source, sample_rate, max_seconds, name, lambda piece: piece.tofile(out))
-    return SampleFile(target, sample_rate)
+    try:
+        with open(target, "wb") as out:
+            _decode(source, sample_rate, max_seconds, name, lambda piece: out.write(piece.data))
+    except OSError as exc:
+        raise BgmfitError(
+            f"{target}: cannot write the decoded audio ({exc.strerror}); an hour takes ~320 MB there"
+        ) from None
+    return SampleFile(target)
 
 
 class SampleFile:
@@ -106,8 +121,8 @@ class SampleFile:
     (the preview mix). ``size`` and ``len()`` are the number of samples.
     """
 
-    def __init__(self, path: Path, sample_rate: int):
-        self.path, self.sample_rate = Path(path), sample_rate
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self.size = self.path.stat().st_size // 4
 
     def __len__(self) -> int:
@@ -236,20 +251,16 @@ def _resampled(blocks, native_rate: int, sample_rate: int, write: Callable[[np.n
     stream = None
     if native_rate != sample_rate:
         stream = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
-    decoded, wrote = 0, False
+    decoded = 0
     for mono in blocks:
         decoded += mono.size
         piece = mono.copy() if stream is None else stream.resample_chunk(mono)
         if piece.size:
             write(np.ascontiguousarray(piece, dtype=np.float32))
-            wrote = True
     if stream is not None:
         piece = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if piece.size:
             write(np.ascontiguousarray(piece, dtype=np.float32))
-            wrote = True
-    if not wrote:
-        write(np.zeros(0, dtype=np.float32))
     return decoded
 
 

@@ -132,3 +132,18 @@ def test_the_jobs_folder_of_a_killed_server_goes_when_the_next_one_starts(tmp_pa
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([living.name, unrelated.name])
     assert remove_orphans(tmp_path) == []
+
+
+def test_a_jobs_folder_that_cannot_take_an_episode_is_a_503_naming_why(rng):
+    import pytest
+
+    from bgmfit.errors import RequestError
+    from bgmfit.serving.isolation import _decode_to
+
+    buffer = io.BytesIO()
+    sf.write(buffer, (0.3 * rng.standard_normal(2 * 22050)).astype(np.float32), 22050, format="WAV")
+    with pytest.raises(
+        RequestError, match=r"episode\.wav: /dev/full: cannot write the decoded audio"
+    ) as info:
+        _decode_to(buffer.getvalue(), 22050, 3600, "episode.wav", "/dev/full")
+    assert info.value.status == 503

@@ -175,3 +175,16 @@ def test_a_truncated_file_decoded_into_a_file_is_refused_as_in_memory(tmp_path: 
     with pytest.raises(AudioDecodeError, match=r"truncated|not decodable|no samples") as info:
         decode_to_file(path, tmp_path / "cut.f32", SR)
     assert str(path) in str(info.value)
+
+
+def test_a_full_disk_while_decoding_into_a_file_is_one_message_naming_the_file(tmp_path: Path, rng):
+    from bgmfit.audio import decode_to_file
+    from bgmfit.errors import BgmfitError
+
+    path = tmp_path / "episode.wav"
+    sf.write(path, (0.3 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
+    # /dev/full takes the open and refuses every write with ENOSPC: a real full disk.
+    with pytest.raises(
+        BgmfitError, match=r"^/dev/full: cannot write the decoded audio \(No space left on device\)"
+    ):
+        decode_to_file(path, Path("/dev/full"), SR)

@@ -149,7 +149,7 @@ def test_an_episode_on_disk_is_read_a_block_at_a_time_with_the_answers_of_one_in
         ]
     )
     y.tofile(tmp_path / "episode.f32")
-    wave = CountedReads(tmp_path / "episode.f32", SR)
+    wave = CountedReads(tmp_path / "episode.f32")
     clips = [analyse(y[s * SR : (s + 10) * SR], features_params) for s in (0, 30, 50)]
     norm = NormStats.fit(
         features_params, np.stack([c.fused for c in clips]), np.stack([c.mfcc_frames for c in clips])

@@ -39,7 +39,13 @@ from threadpoolctl import threadpool_limits
 
 from bgmfit.audio import ACCEPTED_TEXT, decode_to_file, load_audio, probe_audio
 from bgmfit.config import FeaturesParams
-from bgmfit.errors import AudioDecodeError, RequestError, UnsupportedAudioError, UnusableAudioError
+from bgmfit.errors import (
+    AudioDecodeError,
+    BgmfitError,
+    RequestError,
+    UnsupportedAudioError,
+    UnusableAudioError,
+)
 from bgmfit.features.fusion import analyse
 from bgmfit.features.windows import TrackWindows, analyse_windows, window_starts
 
@@ -116,6 +122,10 @@ def _decode_to(content: bytes, sample_rate: int, max_seconds: float, name: str, 
         decode_upload(content, sample_rate, max_seconds, name, Path(target))
     except MemoryError:
         raise RequestError(413, f"{name}: decoding it needs more memory than an upload may use") from None
+    except RequestError:
+        raise
+    except BgmfitError as exc:  # the job's folder cannot take the samples: the server's state, not the upload
+        raise RequestError(503, f"{name}: {exc}") from None
 
 
 def _merge(shares: list[TrackWindows | None]) -> TrackWindows:

@@ -335,7 +335,7 @@ class BGMFit:
             self.progress[job] = {"step": "failed", "fraction": 1.0, "error": str(exc)}
             raise _http_error(exc) from None
         catalogue = self.recommender.catalogue
-        y = SampleFile(folder / EPISODE_SAMPLES, catalogue.features.sample_rate)
+        y = SampleFile(folder / EPISODE_SAMPLES)
         answer = timeline_of(
             y,
             catalogue,
@@ -379,7 +379,7 @@ class BGMFit:
         except (BgmfitError, ValueError) as exc:
             raise UnprocessableEntity(str(exc)) from None
         version = len(list(folder.glob("preview-*.mp3")))
-        y = SampleFile(folder / EPISODE_SAMPLES, self.recommender.catalogue.features.sample_rate)
+        y = SampleFile(folder / EPISODE_SAMPLES)
         target = folder / f"preview-{version}.mp3"
         write_preview(
             y,

@@ -121,8 +121,11 @@ def build_episodes(
                 scene_works += [str(w)] * min(int(rng.integers(1, 3)), scenes - len(scene_works))
         parts, bounds, now = [], [], 0.0
         for i, w in enumerate(scene_works):
-            reading = np.concatenate([load_audio(raw_dir / p, rate) for p in sorted(by_work[w]["voices"])])
             second = i > 0 and scene_works[i - 1] == w
+            if not second:  # a work's second passage reads what its first one loaded
+                reading = np.concatenate(
+                    [load_audio(raw_dir / p, rate) for p in sorted(by_work[w]["voices"])]
+                )
             scene = _passage(reading, reading.size // 2 if second else 0, int(SCENE_SECONDS * rate))
             bounds.append([now, now + scene.size / rate])
             parts += [scene, pause]
