@@ -209,6 +209,11 @@ class TrainTripletParams(TrainerParams):
     input: Literal["mfcc_frames", "fused"] = Field(description="the method's MFCC frames, or method A's")
     # flat: the input as it is; modulation: first each coefficient's DFT magnitude over the frames.
     front: Literal["flat", "modulation"]
+    timbre_weight: Number = Field(
+        ge=0,
+        description="weight of the input's timbre statistics beside the learned style in the"
+        " embedding (0: style alone); it orders pieces of one style (CHANGELOG)",
+    )
     hidden_dim: StrictInt = Field(ge=1)
     embed_dim: StrictInt = Field(ge=1)
     dropout: Number = Field(ge=0, lt=1)

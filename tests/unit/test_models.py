@@ -181,6 +181,49 @@ def test_modulation_front_gives_each_coefficients_spectrum_wherever_the_pattern_
     assert branch(series[None]).shape == (1, 8)
 
 
+def test_timbre_statistics_join_the_style_at_their_weight_and_survive_a_save(rng, tmp_path):
+    from bgmfit.models.export import load_network, save_network
+    from bgmfit.models.triplet_module import TripletModule
+
+    frames, coefficients, weight = 12, 4, 0.05
+    network = TripletModule(
+        frames * coefficients,
+        16,
+        8,
+        0.0,
+        0.2,
+        "semi-hard",
+        1e-3,
+        0.0,
+        frames,
+        timbre_weight=weight,
+        timbre_columns=coefficients,
+    ).eval()
+    training = rng.standard_normal((30, frames, coefficients)).astype(np.float32) + 3.0
+    network.fit_timbre_centre(training)
+    assert torch.allclose(network.timbre_centre[:coefficients], torch.from_numpy(training.mean(axis=(0, 1))))
+    queries = torch.from_numpy(rng.standard_normal((5, frames, coefficients)).astype(np.float32))
+    with torch.no_grad():
+        embedding, style = network(queries), network.branch(queries)
+    assert embedding.shape == (5, 8 + 2 * coefficients)
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(5))
+    # cosine similarity = (style's + weight * timbre statistics') / (1 + weight)
+    stats = torch.cat([queries.mean(1), queries.std(1, correction=0)], 1) - network.timbre_centre
+    timbre = stats / stats.norm(dim=1, keepdim=True)
+    expected = (style @ style.T + weight * timbre @ timbre.T) / (1 + weight)
+    torch.testing.assert_close(embedding @ embedding.T, expected, atol=1e-5, rtol=0)
+    save_network("triplet", network, tmp_path / "net")
+    again = load_network(tmp_path / "net", "test").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(queries), embedding)
+    # A network without the term (as every version before it was saved) has no buffer to miss.
+    plain = TripletModule(frames * coefficients, 16, 8, 0.0, 0.2, "semi-hard", 1e-3, 0.0, frames).eval()
+    hparams = {k: v for k, v in plain.hparams.items() if not k.startswith("timbre")}
+    saved_before = {k: v for k, v in plain.state_dict().items() if "timbre" not in k}
+    TripletModule(**hparams).load_state_dict(saved_before, strict=True)
+    assert plain(queries).shape == (5, 8)
+
+
 def test_mining_picks_semi_hard_and_hard_negatives_by_hand():
     # Items 0,1 are style A; 2,3 are style B. Distances from anchor 0: p=1 at 0.3, n=2 at 0.2, n=3 at 0.4.
     d = torch.tensor([[0.0, 0.3, 0.2, 0.4], [0.3, 0.0, 0.9, 0.8], [0.2, 0.9, 0.0, 0.5], [0.4, 0.8, 0.5, 0.0]])

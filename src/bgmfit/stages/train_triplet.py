@@ -43,9 +43,11 @@ def run(
         two_views=params.instance_weight > 0,
     )
     inputs = datamodule.features
+    network = TripletModule.from_params(params, inputs.shape[1:])
+    network.fit_timbre_centre(inputs[store.music("train")])
     result = train_and_log(
         TRIPLET,
-        TripletModule.from_params(params, inputs.shape[1:]),
+        network,
         datamodule,
         params,
         MONITOR,
