@@ -75,9 +75,11 @@ class TripletModule(L.LightningModule):
         timbre_columns: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Without the term, neither its arguments nor its buffer are saved: such a network has the
+        # config, weights and hash (so the registry version) of the versions from before the term.
+        self.save_hyperparameters(ignore=[] if timbre_weight else ["timbre_weight", "timbre_columns"])
         self.branch = FeedForwardBranch(in_features, hidden_dim, embed_dim, dropout, modulation_frames)
-        if timbre_weight:  # no buffer otherwise: the versions from before it load as they were saved
+        if timbre_weight:
             self.register_buffer("timbre_centre", torch.zeros(2 * timbre_columns))
 
     @classmethod
@@ -114,7 +116,7 @@ class TripletModule(L.LightningModule):
     @torch.no_grad()
     def fit_timbre_centre(self, features: np.ndarray) -> None:
         """Centre the timbre statistics on those of ``features`` (the training tracks' inputs)."""
-        if self.hparams.timbre_weight:
+        if self.hparams.get("timbre_weight"):
             self.timbre_centre.copy_(self._timbre(torch.from_numpy(features)).mean(dim=0))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -127,7 +129,7 @@ class TripletModule(L.LightningModule):
         nearer timbre decides it instead (validation, 3 seeds, CHANGELOG).
         """
         style = self.branch(features)
-        weight = self.hparams.timbre_weight
+        weight = self.hparams.get("timbre_weight", 0.0)
         if not weight:
             return style
         timbre = F.normalize(self._timbre(features) - self.timbre_centre, dim=1)
