@@ -81,7 +81,7 @@ def test_a_version_whose_settings_no_longer_build_the_network_is_refused_in_one_
 
 
 def test_a_pickled_version_from_before_is_refused_in_one_line_and_the_gate_decides_on_the_threshold(
-    project: Path,
+    project: Path, capsys
 ):
     use_tracking_store()
     mlflow.set_experiment("pickled")
@@ -105,6 +105,9 @@ def test_a_pickled_version_from_before_is_refused_in_one_line_and_the_gate_decid
     )
     tags = registry.client().get_model_version(MATCH.name, decision.version).tags
     assert tags["champion_incompatible"].startswith(f"v{old} cannot be loaded")
+    said = capsys.readouterr().err
+    assert f"{MATCH.name} @champion v{old} cannot be loaded" in said
+    assert f"v{decision.version} is gated on the threshold alone" in said
 
 
 def test_retraining_to_the_same_weights_adds_no_version(project: Path):

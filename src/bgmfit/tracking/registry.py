@@ -182,6 +182,11 @@ def register_candidate(
         tags["champion_score"] = f"{champion_score:.6f}"
     if incompatible:
         tags["champion_incompatible"] = f"v{champion.version} {incompatible}"
+        print(
+            f"register: {network.name} @champion v{champion.version} {incompatible}; "
+            f"v{version} is gated on the threshold alone",
+            file=sys.stderr,
+        )
     if promote and champion is not None:
         tags["previous_champion"] = str(champion.version)
     for key, value in tags.items():
