@@ -31,6 +31,20 @@ def _registry(args: argparse.Namespace) -> None:
     require_tracking_store()
     from bgmfit.tracking import registry
 
+    if args.action == "promote":
+        if not args.name or not args.version:
+            raise BgmfitError(f"registry promote needs a model name ({' or '.join(BY_NAME)}) and a version")
+        old, new = registry.promote(args.name, args.version)
+        from bgmfit.stages.register import write_champions
+
+        write_champions()
+        replaced = f"from v{old} " if old else ""
+        print(
+            f"{args.name}: @champion moved {replaced}to v{new}; models/champions.json updated. "
+            f"`bgmfit registry rollback {args.name}` undoes it. "
+            "Rebuild the index and the bento with `dvc repro` before serving."
+        )
+        return
     if args.action == "rollback":
         if not args.name:
             raise BgmfitError(f"registry rollback needs a model name: {' or '.join(BY_NAME)}")
@@ -296,12 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     library.set_defaults(handler=_library)
     registry = commands.add_parser(
         "registry",
-        help="list registered versions and aliases, or roll a champion back",
+        help="list registered versions and aliases, promote a version by hand, or roll a champion back",
         description="Without arguments, list every version of bgmfit-match and bgmfit-triplet with its "
-        "aliases and gate score. 'rollback NAME' moves NAME's @champion back to the version it replaced.",
+        "aliases and gate score. 'promote NAME VERSION' makes that version NAME's @champion whatever its "
+        "gate said (a challenger you prefer). 'rollback NAME' moves NAME's @champion back to the version "
+        "it replaced. Both rewrite models/champions.json; run `dvc repro` to rebuild the index and bento.",
     )
-    registry.add_argument("action", nargs="?", choices=["list", "rollback"], default="list")
-    registry.add_argument("name", nargs="?", help=f"{' or '.join(BY_NAME)} (for rollback)")
+    registry.add_argument("action", nargs="?", choices=["list", "promote", "rollback"], default="list")
+    registry.add_argument("name", nargs="?", help=f"{' or '.join(BY_NAME)} (for promote and rollback)")
+    registry.add_argument("version", nargs="?", help="the version number to promote, as listed")
     registry.set_defaults(handler=_registry)
 
     def local(name: str, help_text: str, description: str) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""The MLflow registry gate on a real SQLite store: champion, challenger, idempotence, rollback."""
+"""The MLflow registry gate on a real SQLite store: champion, challenger, idempotence, promotion, rollback."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _aliases() -> dict[str, str]:
     return {r["version"]: r["aliases"] for r in registry.list_versions()}
 
 
-def test_the_gate_promotes_better_keeps_worse_as_challenger_and_rolls_back(project: Path):
+def test_the_gate_promotes_better_keeps_worse_as_challenger_and_a_person_can_promote_or_undo(project: Path):
     store = FeatureStore.load(project / "data/features")
 
     first = register_candidate(MATCH, _untrained_run(1), store, threshold=0.0, margin=0.01, card="first")
@@ -77,6 +77,17 @@ def test_the_gate_promotes_better_keeps_worse_as_challenger_and_rolls_back(proje
     assert _aliases()["1"] == "champion"
     with pytest.raises(BgmfitError, match="v1 replaced no earlier champion"):
         registry.rollback("bgmfit-match")
+
+    # A challenger made champion by hand leaves @challenger, and rollback undoes it.
+    assert registry.promote("bgmfit-match", "3") == ("1", "3")
+    assert _aliases() == {"1": "-", "2": "-", "3": "champion"}
+    assert client.get_model_version("bgmfit-match", "3").tags["promoted_by_hand"] == "true"
+    with pytest.raises(BgmfitError, match="v3 is @champion already"):
+        registry.promote("bgmfit-match", "3")
+    with pytest.raises(BgmfitError, match="has no version '9'"):
+        registry.promote("bgmfit-match", "9")
+    assert registry.rollback("bgmfit-match") == ("3", "1")
+    assert _aliases()["1"] == "champion"
 
 
 def test_a_champion_trained_on_other_features_is_replaced_on_the_threshold_alone(project: Path):

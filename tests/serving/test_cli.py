@@ -57,6 +57,8 @@ def test_registry_lists_both_champions(served_project: Path):
         (("similar", "no-such-track"), "unknown track id 'no-such-track'"),
         (("registry", "rollback", "bgmfit-match"), "replaced no earlier champion"),
         (("registry", "rollback"), "needs a model name"),
+        (("registry", "promote", "bgmfit-match"), "promote needs a model name"),
+        (("registry", "promote", "bgmfit-match", "99"), "bgmfit-match has no version '99'"),
     ],
 )
 def test_bad_cli_input_is_one_line_without_a_traceback(served_project: Path, args, message):

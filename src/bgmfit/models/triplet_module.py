@@ -125,8 +125,9 @@ class TripletModule(L.LightningModule):
         With a ``timbre_weight`` w, the embedding is ``[style, sqrt(w) * timbre] / sqrt(1 + w)``:
         its cosine similarity with another is the style's plus w times the timbre statistics',
         over 1 + w. Pieces of one style sit a median 0.001 apart in style alone, so the order
-        among them was noise that a re-encode or a shift reshuffled; at w = 0.05 the
-        nearer timbre decides it instead (validation, 3 seeds, CHANGELOG).
+        among them was noise that a re-encode or a shift reshuffled; with w > 0 the nearer
+        timbre decides it instead. Validation chose 0.05 (3 seeds, CHANGELOG); ``params.yaml``
+        ships 0, off, for the reason given there.
         """
         style = self.branch(features)
         weight = self.hparams.get("timbre_weight", 0.0)

@@ -1,4 +1,4 @@
-"""The MLflow model registry: versions, the champion/challenger gate, model cards, rollback.
+"""The MLflow model registry: versions, the champion/challenger gate, model cards, promotion, rollback.
 
 Registered models ``bgmfit-match`` and ``bgmfit-triplet`` use aliases only
 (``@champion``, ``@challenger``); MLflow's stages are deprecated. A version's
@@ -293,6 +293,44 @@ def rollback(name: str) -> tuple[str, str]:
     mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
     mlflow_client.set_model_version_tag(name, str(champion.version), "rolled_back", "true")
     return str(champion.version), previous
+
+
+def promote(name: str, version: str) -> tuple[str | None, str]:
+    """Make ``version`` of ``name`` the ``@champion`` by hand, whatever its gate said.
+
+    For a challenger the gate kept back on the margin, or one that a person prefers for what the
+    gate does not read (steadier answers, a model card's notes). The version it replaces is kept in
+    its ``previous_champion`` tag, so :func:`rollback` undoes it; ``@challenger`` leaves it.
+
+    Returns
+    -------
+    tuple
+        ``(old champion version or None, new champion version)``.
+
+    Raises
+    ------
+    BgmfitError
+        If ``name`` is not a bgmfit model, has no such version, or it is the champion already.
+    """
+    if name not in BY_NAME:
+        raise BgmfitError(f"unknown model {name!r}; expected one of {', '.join(BY_NAME)}")
+    mlflow_client = client()
+    try:
+        chosen = mlflow_client.get_model_version(name, version)
+    except MlflowException:
+        raise BgmfitError(f"{name} has no version {version!r}; `bgmfit registry` lists them") from None
+    champion = champion_version(mlflow_client, name)
+    if champion is not None and str(champion.version) == str(chosen.version):
+        raise BgmfitError(f"{name} v{version} is @champion already")
+    if champion is not None:
+        mlflow_client.set_model_version_tag(name, version, "previous_champion", str(champion.version))
+    elif "previous_champion" in chosen.tags:  # from an earlier time as champion: nothing to go back to now
+        mlflow_client.delete_model_version_tag(name, version, "previous_champion")
+    mlflow_client.set_model_version_tag(name, version, "promoted_by_hand", "true")
+    if CHALLENGER in chosen.aliases:
+        mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    return (str(champion.version) if champion is not None else None), str(chosen.version)
 
 
 def list_versions() -> list[dict[str, str]]:
