@@ -387,17 +387,25 @@ def normalise_loudness(y: np.ndarray, sample_rate: int, target_lufs: float) -> n
 
 
 def encode(y: np.ndarray, sample_rate: int, container: str, codec: str, bitrate: int = 128_000) -> bytes:
-    """Mono float audio encoded by FFmpeg (PyAV): MP3 ``("mp3", "libmp3lame")``, M4A ``("ipod", "aac")``."""
+    """Mono float audio encoded by FFmpeg (PyAV): MP3 ``("mp3", "libmp3lame")``, M4A ``("ipod", "aac")``.
+
+    Fed to the encoder a second at a time, so that an hour's preview is not copied whole.
+    """
     import av
 
     buffer = io.BytesIO()
+    y = np.asarray(y, np.float32)
     with av.open(buffer, "w", format=container) as out:
         stream = out.add_stream(codec, rate=sample_rate, layout="mono")
         stream.bit_rate = bitrate
-        frame = av.AudioFrame.from_ndarray(np.asarray(y, np.float32)[None], format="flt", layout="mono")
-        frame.sample_rate = sample_rate
-        for packet in (*stream.encode(frame), *stream.encode(None)):
-            out.mux(packet)
+        for start in range(0, y.size, sample_rate):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(y[None, start : start + sample_rate]), format="flt", layout="mono"
+            )
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
     return buffer.getvalue()
 
 

@@ -108,6 +108,23 @@ def test_formats_libsndfile_lacks_are_decoded_through_ffmpeg(tmp_path: Path, con
     assert load_audio(content, SR, max_seconds=1.0).size == SR
 
 
+@pytest.mark.parametrize(
+    ("container", "codec", "rate"),
+    [("mp3", "libmp3lame", 22050), ("ipod", "aac", 22050), ("ogg", "libopus", 24000)],
+)
+def test_what_encode_writes_decodes_in_time_with_its_input(rng, container, codec, rate):
+    # A preview (MP3, Ogg Opus) must sit on the episode's clock: a codec's start-up delay is
+    # signalled in the file and removed on decoding, not left as a lag (AAC was 1,024 samples late).
+    from bgmfit.audio import encode
+
+    y = (0.3 * rng.standard_normal(5 * rate)).astype(np.float32)
+    decoded = load_audio(encode(y, rate, container, codec), rate)
+    lags = np.arange(-2000, 2001)
+    window = slice(4000, 4000 + rate)
+    lag = max(lags, key=lambda k: float(y[window] @ decoded[4000 + k : 4000 + k + rate]))
+    assert lag == 0
+
+
 def test_opus_in_ogg_is_read_by_libsndfile(tmp_path: Path):
     t = np.arange(2 * 48000) / 48000
     sf.write(tmp_path / "a.opus", 0.4 * np.sin(2 * np.pi * 440 * t), 48000, format="OGG", subtype="OPUS")

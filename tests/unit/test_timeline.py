@@ -112,6 +112,30 @@ def test_the_preview_is_at_podcast_loudness_and_crossfades_between_tracks(params
     assert min(quiet) > 1e-3
 
 
+def test_the_preview_reads_an_episode_on_disk_a_block_at_a_time(params, tmp_path):
+    from bgmfit.audio import SampleFile
+    from bgmfit.timeline.preview import render_preview
+
+    class CountedReads(SampleFile):
+        largest = 0
+
+        def __getitem__(self, where):
+            out = super().__getitem__(where)
+            CountedReads.largest = max(CountedReads.largest, out.size)
+            return out
+
+    rate = 8000
+    t = np.arange(rate * 660) / rate  # 11 minutes: more than one 10-minute loudness block
+    episode = (0.2 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 0.05 * t) > 0)).astype(np.float32)
+    episode.tofile(tmp_path / "episode.f32")
+    scenes = [{"start_seconds": 0.0, "end_seconds": 660.0, "track": {"track_id": "a"}, "offset_seconds": 0.0}]
+    tone = np.sin(2 * np.pi * 110 * t[: rate * 8]).astype(np.float32)
+    on_disk, _ = render_preview(CountedReads(tmp_path / "episode.f32"), rate, scenes, lambda i: tone, params)
+    in_memory, _ = render_preview(episode, rate, scenes, lambda i: tone, params)
+    assert 0 < CountedReads.largest < episode.size, "never read whole"
+    np.testing.assert_array_equal(on_disk, in_memory)
+
+
 def test_timeline_params_are_checked(params):
     from bgmfit.config import params_from_dict
 

@@ -79,7 +79,7 @@ def write_preview(
             raise BgmfitError(f"the preview needs the library's audio, and {path} is not there")
         return load_audio(path, rate)
 
-    mix, levels = render_preview(np.asarray(y), rate, timeline["scenes"], track_audio, params)
+    mix, levels = render_preview(y, rate, timeline["scenes"], track_audio, params)
     for scene, measured in zip(timeline["scenes"], levels, strict=True):
         scene.update(measured)
     preview.parent.mkdir(parents=True, exist_ok=True)

@@ -15,15 +15,22 @@ from fractions import Fraction
 
 import numpy as np
 
-from bgmfit.audio import normalise_loudness
+from bgmfit.audio import Waveform, normalise_loudness
 from bgmfit.config import TimelineParams
 from bgmfit.timeline.activity import episode_gain
 
 BLOCK_SECONDS = 1
+PASS_BLOCK_SECONDS = 60  # the blocks of the passes over the whole episode
 
 
-def sidechain_duck(bed: np.ndarray, key: np.ndarray, sample_rate: int, params: TimelineParams) -> np.ndarray:
-    """``bed`` compressed whenever ``key`` (the voice) is loud: FFmpeg's ``sidechaincompress``."""
+def sidechain_duck(
+    bed: np.ndarray, key: np.ndarray, sample_rate: int, params: TimelineParams, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``bed`` compressed whenever ``key`` (the voice) is loud: FFmpeg's ``sidechaincompress``.
+
+    Into ``out``, which may be ``bed`` itself: a block is copied into the filter before the
+    filter's output, never ahead of its input, is written back.
+    """
     import av
 
     threshold = 10.0 ** (params.duck_threshold_db / 20.0)
@@ -42,7 +49,7 @@ def sidechain_duck(bed: np.ndarray, key: np.ndarray, sample_rate: int, params: T
     sources[1].link_to(compressor, 0, 1)
     compressor.link_to(sink)
     graph.configure()
-    out = np.zeros_like(bed)
+    out = np.zeros_like(bed) if out is None else out
     written = 0
     block = BLOCK_SECONDS * sample_rate
 
@@ -93,7 +100,7 @@ def _looped(track: np.ndarray, offset: int, length: int, sample_rate: int) -> np
 
 
 def render_preview(
-    episode: np.ndarray,
+    episode: Waveform,
     sample_rate: int,
     scenes: list[dict],
     track_audio: Callable[[str], np.ndarray],
@@ -104,7 +111,12 @@ def render_preview(
 
     ``track_audio(track_id)`` gives a library track, mono at ``sample_rate``.
     """
-    voice = episode * np.float32(episode_gain(episode, sample_rate, params.preview_lufs))
+    # Read a block at a time when the episode is on disk (a SampleFile), so that it is never whole here.
+    gain = np.float32(episode_gain(episode, sample_rate, params.preview_lufs))
+    voice = np.empty(episode.size, dtype=np.float32)
+    block = PASS_BLOCK_SECONDS * sample_rate
+    for start in range(0, episode.size, block):
+        np.multiply(episode[start : start + block], gain, out=voice[start : start + block])
     bed = np.zeros_like(voice)
     fade = int(params.crossfade_seconds * sample_rate)
     cache: dict[str, np.ndarray] = {}
@@ -125,32 +137,45 @@ def render_preview(
         if tail:
             part[-2 * tail :] *= np.cos(np.linspace(0, np.pi / 2, 2 * tail, dtype=np.float32))
         bed[start - lead : end + tail] += part
-    ducked = sidechain_duck(bed, voice, sample_rate, params)
+    cache.clear()
+    # The mix holds two episode-long arrays, the voice and the bed: the bed is ducked in place and
+    # then added into the voice, and the limiter runs a block at a time.
+    spans = [
+        (int(s["start_seconds"] * sample_rate), int(s["end_seconds"] * sample_rate)) if s["track"] else None
+        for s in scenes
+    ]
+    bed_rms = [None if span is None else _rms(bed, *span) for span in spans]
+    ducked = sidechain_duck(bed, voice, sample_rate, params, out=bed)
     levels = []
-    for scene in scenes:
-        a, b = int(scene["start_seconds"] * sample_rate), int(scene["end_seconds"] * sample_rate)
-        if scene["track"] is None:
+    for span, before in zip(spans, bed_rms, strict=True):
+        if span is None:
             levels.append({"ducking_db": None, "bgm_under_voice_db": None})
             continue
-        rms = {
-            name: float(np.sqrt(np.mean(x[a:b] ** 2))) + 1e-10
-            for name, x in (("bed", bed), ("ducked", ducked), ("voice", voice))
-        }
+        after = _rms(ducked, *span)
         levels.append(
             {
-                "ducking_db": round(20 * np.log10(rms["ducked"] / rms["bed"]), 1),
-                "bgm_under_voice_db": round(20 * np.log10(rms["ducked"] / rms["voice"]), 1),
+                "ducking_db": round(20 * np.log10(after / before), 1),
+                "bgm_under_voice_db": round(20 * np.log10(after / _rms(voice, *span)), 1),
             }
         )
     from pedalboard import Limiter
 
-    mix = voice + ducked
+    mix = voice
+    mix += ducked
     del bed, ducked
     mix *= np.float32(episode_gain(mix, sample_rate, params.preview_lufs))
-    mix = Limiter(threshold_db=-1.0, release_ms=100.0)(mix[None], sample_rate)[0]
+    limiter = Limiter(threshold_db=-1.0, release_ms=100.0)
+    for start in range(0, mix.size, block):
+        part = mix[None, start : start + block]
+        mix[start : start + block] = limiter.process(part, sample_rate, reset=start == 0)[0]
     # The limiter changes the loudness (its make-up gain); bring it back to the target.
     mix *= np.float32(episode_gain(mix, sample_rate, params.preview_lufs))
     return np.clip(mix, -1.0, 1.0, out=mix), levels
+
+
+def _rms(x: np.ndarray, a: int, b: int) -> float:
+    part = x[a:b]
+    return float(np.sqrt(np.dot(part, part) / max(1, part.size))) + 1e-10
 
 
 def _runs(scenes: list[dict]) -> list[tuple[int, int]]:
