@@ -16,6 +16,22 @@ def params() -> TimelineParams:
     return load_params("timeline", TimelineParams, REPO / "params.yaml")
 
 
+@pytest.fixture
+def counted_reads():
+    """A SampleFile class that records the largest slice read from it (a fresh count per test)."""
+    from bgmfit.audio import SampleFile
+
+    class CountedReads(SampleFile):
+        largest = 0
+
+        def __getitem__(self, where):
+            out = super().__getitem__(where)
+            CountedReads.largest = max(CountedReads.largest, out.size)
+            return out
+
+    return CountedReads
+
+
 def test_a_track_that_fits_two_neighbours_almost_equally_carries_across_both():
     fits = np.array([[0.80, 0.50], [0.70, 0.72], [0.75, 0.40]])
     everything = np.ones_like(fits, dtype=bool)
@@ -112,17 +128,8 @@ def test_the_preview_is_at_podcast_loudness_and_crossfades_between_tracks(params
     assert min(quiet) > 1e-3
 
 
-def test_the_preview_reads_an_episode_on_disk_a_block_at_a_time(params, tmp_path):
-    from bgmfit.audio import SampleFile
+def test_the_preview_reads_an_episode_on_disk_a_block_at_a_time(params, tmp_path, counted_reads):
     from bgmfit.timeline.preview import render_preview
-
-    class CountedReads(SampleFile):
-        largest = 0
-
-        def __getitem__(self, where):
-            out = super().__getitem__(where)
-            CountedReads.largest = max(CountedReads.largest, out.size)
-            return out
 
     rate = 8000
     t = np.arange(rate * 660) / rate  # 11 minutes: more than one 10-minute loudness block
@@ -130,9 +137,9 @@ def test_the_preview_reads_an_episode_on_disk_a_block_at_a_time(params, tmp_path
     episode.tofile(tmp_path / "episode.f32")
     scenes = [{"start_seconds": 0.0, "end_seconds": 660.0, "track": {"track_id": "a"}, "offset_seconds": 0.0}]
     tone = np.sin(2 * np.pi * 110 * t[: rate * 8]).astype(np.float32)
-    on_disk, _ = render_preview(CountedReads(tmp_path / "episode.f32"), rate, scenes, lambda i: tone, params)
+    on_disk, _ = render_preview(counted_reads(tmp_path / "episode.f32"), rate, scenes, lambda i: tone, params)
     in_memory, _ = render_preview(episode, rate, scenes, lambda i: tone, params)
-    assert 0 < CountedReads.largest < episode.size, "never read whole"
+    assert 0 < counted_reads.largest < episode.size, "never read whole"
     np.testing.assert_array_equal(on_disk, in_memory)
 
 
@@ -147,21 +154,12 @@ def test_timeline_params_are_checked(params):
 
 
 def test_an_episode_on_disk_is_read_a_block_at_a_time_with_the_answers_of_one_in_memory(
-    params, features_params, tmp_path, rng
+    params, features_params, tmp_path, rng, counted_reads
 ):
-    from bgmfit.audio import SampleFile
     from bgmfit.features.fusion import NormStats, analyse
     from bgmfit.timeline.activity import BLOCK_SECONDS, second_kinds
     from bgmfit.timeline.episode import analyse_episode
     from tests.signals import SR, harmonic_tone
-
-    class CountedReads(SampleFile):
-        largest = 0
-
-        def __getitem__(self, where):
-            out = super().__getitem__(where)
-            CountedReads.largest = max(CountedReads.largest, out.size)
-            return out
 
     # 65 s: a tone, noise, a pause, a tone again.
     y = np.concatenate(
@@ -173,14 +171,14 @@ def test_an_episode_on_disk_is_read_a_block_at_a_time_with_the_answers_of_one_in
         ]
     )
     y.tofile(tmp_path / "episode.f32")
-    wave = CountedReads(tmp_path / "episode.f32")
+    wave = counted_reads(tmp_path / "episode.f32")
     clips = [analyse(y[s * SR : (s + 10) * SR], features_params) for s in (0, 30, 50)]
     norm = NormStats.fit(
         features_params, np.stack([c.fused for c in clips]), np.stack([c.mfcc_frames for c in clips])
     )
     on_disk = analyse_episode(wave, features_params, norm, workers=1)
     window = int(features_params.clip_seconds * SR)
-    assert CountedReads.largest == window
+    assert counted_reads.largest == window
     in_memory = analyse_episode(y, features_params, norm, workers=1)
     np.testing.assert_array_equal(on_disk.fused, in_memory.fused)
     np.testing.assert_array_equal(on_disk.rows, in_memory.rows)
@@ -188,4 +186,4 @@ def test_an_episode_on_disk_is_read_a_block_at_a_time_with_the_answers_of_one_in
     kinds = second_kinds(wave, SR, params, features_params.loudness_lufs)
     np.testing.assert_array_equal(kinds, second_kinds(y, SR, params, features_params.loudness_lufs))
     assert list(kinds[46:49]) == ["silence"] * 3 and kinds[10] == "music"
-    assert CountedReads.largest <= BLOCK_SECONDS * SR
+    assert counted_reads.largest <= BLOCK_SECONDS * SR
