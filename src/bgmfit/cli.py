@@ -31,29 +31,25 @@ def _registry(args: argparse.Namespace) -> None:
     require_tracking_store()
     from bgmfit.tracking import registry
 
-    if args.action == "promote":
-        if not args.name or not args.version:
-            raise BgmfitError(f"registry promote needs a model name ({' or '.join(BY_NAME)}) and a version")
-        old, new = registry.promote(args.name, args.version)
-        from bgmfit.stages.register import write_champions
-
-        write_champions()
-        replaced = f"from v{old} " if old else ""
-        print(
-            f"{args.name}: @champion moved {replaced}to v{new}; models/champions.json updated. "
-            f"`bgmfit registry rollback {args.name}` undoes it. "
-            "Rebuild the index and the bento with `dvc repro` before serving."
-        )
-        return
-    if args.action == "rollback":
-        if not args.name:
-            raise BgmfitError(f"registry rollback needs a model name: {' or '.join(BY_NAME)}")
-        old, new = registry.rollback(args.name)
+    if args.action in ("promote", "rollback"):
+        if args.action == "promote":
+            if not args.name or not args.version:
+                raise BgmfitError(
+                    f"registry promote needs a model name ({' or '.join(BY_NAME)}) and a version"
+                )
+            old, new = registry.promote(args.name, args.version)
+            moved = (f"from v{old} " if old else "") + f"to v{new}"
+            moved += f" (`bgmfit registry rollback {args.name}` undoes it)"
+        else:
+            if not args.name:
+                raise BgmfitError(f"registry rollback needs a model name: {' or '.join(BY_NAME)}")
+            old, new = registry.rollback(args.name)
+            moved = f"from v{old} back to v{new}"
         from bgmfit.stages.register import write_champions
 
         write_champions()
         print(
-            f"{args.name}: @champion moved from v{old} back to v{new}; models/champions.json updated. "
+            f"{args.name}: @champion moved {moved}; models/champions.json updated. "
             "Rebuild the index and the bento with `dvc repro` before serving."
         )
         return
